@@ -1,0 +1,28 @@
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from .health import run_checks
+
+
+@require_GET
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Machine-readable health for load balancers and monitoring: 200 when all parts answer."""
+    checks = run_checks()
+    healthy = all(check.ok for check in checks.values())
+    return JsonResponse(
+        {
+            "status": "ok" if healthy else "degraded",
+            "checks": {name: vars(check) for name, check in checks.items()},
+        },
+        status=200 if healthy else 503,
+    )
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "core/home.html", {"checks": run_checks()})
