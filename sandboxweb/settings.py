@@ -72,6 +72,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         "transaction_mode": "IMMEDIATE",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A file, not :memory:, so Celery worker processes started by the tests see the test data.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.get_url(
@@ -109,7 +111,9 @@ if DOCKER_HOST:
     env.get_url(
         "DOCKER_HOST", DOCKER_HOST, schemes=("unix", "tcp", "ssh", "npipe", "http", "https")
     )
-SANDBOX_IMAGE = env.get_str("SANDBOX_IMAGE", "sandboxweb/sandbox:latest")
+# Our default image: pulled where a registry has it, else built offline (apps/sandboxes/images.py).
+DEFAULT_SANDBOX_IMAGE = "sandboxweb/sandbox:latest"
+SANDBOX_IMAGE = env.get_str("SANDBOX_IMAGE", DEFAULT_SANDBOX_IMAGE)
 SANDBOX_POOL_SIZE = env.get_int("SANDBOX_POOL_SIZE", 0, minimum=0)
 ANTHROPIC_API_KEY = env.get_str("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = env.get_str("ANTHROPIC_BASE_URL")
