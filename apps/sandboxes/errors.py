@@ -24,7 +24,7 @@ class SandboxTimeout(SandboxError):
 
 
 class SandboxStateError(SandboxError):
-    """An operation was asked of a sandbox in a state that cannot do it (e.g. exec after destroy)."""
+    """The sandbox is in a state that cannot do this (e.g. exec after destroy)."""
 
     code = "sandbox_state"
 
@@ -46,7 +46,7 @@ class SandboxFileNotFound(SandboxError):
 
 
 class UnsupportedLimit(SandboxError):
-    """A requested limit cannot be enforced by this provider on this host; refused, never ignored."""
+    """A limit this provider cannot enforce on this host: refused, never ignored."""
 
     code = "unsupported_limit"
 

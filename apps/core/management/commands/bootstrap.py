@@ -6,7 +6,7 @@ from apps.sandboxes.errors import SandboxError
 
 
 class Command(BaseCommand):
-    help = "Make sure the database, Redis, Docker and the sandbox image are ready; create the first admin."
+    help = "Make sure the database, Redis, Docker and sandbox image are ready; add the first admin."
 
     def add_arguments(self, parser):
         parser.add_argument("--skip-image", action="store_true", help="do not build/pull the image")
