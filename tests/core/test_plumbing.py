@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -28,7 +28,7 @@ def test_celery_task_round_trips_through_redis_to_a_worker_process(celery_worker
 @pytest.mark.django_db(transaction=True)
 async def test_channel_layer_message_reaches_a_websocket(redis_server):
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis")
-    user = await sync_to_async(get_user_model().objects.create_user)(
+    user = await database_sync_to_async(get_user_model().objects.create_user)(
         "ws-user", password="pw-123456!"
     )
     communicator = WebsocketCommunicator(
