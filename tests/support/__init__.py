@@ -1,0 +1,1 @@
+"""Loopback servers and helpers the test suite (and the examples) run against."""
