@@ -53,3 +53,37 @@ class UnsupportedLimit(SandboxError):
 
 class UnknownProvider(SandboxError):
     code = "unknown_provider"
+
+
+class InvalidSandboxConfig(SandboxError, ValueError):
+    """A limit, id, path or option is malformed; the message names the field and the rule."""
+
+    code = "invalid_config"
+
+
+class SandboxExists(SandboxError):
+    """A sandbox with this (deterministic) id already exists; it was left untouched."""
+
+    code = "sandbox_exists"
+
+    def __init__(self, message: str, *, sandbox_id: str | None = None) -> None:
+        super().__init__(message)
+        self.sandbox_id = sandbox_id
+
+
+class DiskLimitExceeded(SandboxError):
+    """The sandbox workspace is full (its disk_mb limit was reached)."""
+
+    code = "disk_limit"
+
+
+class SandboxFileError(SandboxError):
+    """A file operation failed inside the sandbox (not a directory, not a regular file, ...)."""
+
+    code = "file_error"
+
+
+class NetworkPolicyUnavailable(SandboxError):
+    """A network mode's isolation cannot be guaranteed on this host, so the mode is refused."""
+
+    code = "network_policy_unavailable"
