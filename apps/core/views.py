@@ -13,10 +13,15 @@ def healthz(request: HttpRequest) -> JsonResponse:
     """Machine-readable health for load balancers and monitoring: 200 when all parts answer."""
     checks = run_checks()
     healthy = all(check.ok for check in checks.values())
+    # Versions help an operator but also an attacker: only signed-in users see them.
+    detailed = request.user.is_authenticated
     return JsonResponse(
         {
             "status": "ok" if healthy else "degraded",
-            "checks": {name: vars(check) for name, check in checks.items()},
+            "checks": {
+                name: vars(check) if detailed else {"ok": check.ok, "message": check.message}
+                for name, check in checks.items()
+            },
         },
         status=200 if healthy else 503,
     )

@@ -90,7 +90,11 @@ def test_healthz_reports_every_part_as_json(client, docker_engine, redis_server)
     assert body["status"] == "ok"
     assert set(body["checks"]) == {"database", "redis", "docker"}
     assert all(check["ok"] for check in body["checks"].values())
-    assert body["checks"]["docker"]["version"]
+    assert "version" not in body["checks"]["docker"]  # anonymous callers get no versions
+    client.force_login(get_user_model().objects.create_user("ops", password="x-long-pass-9"))
+    detailed = json.loads(client.get("/healthz").content)
+    assert detailed["checks"]["docker"]["version"]
+    assert detailed["checks"]["redis"]["latency_ms"] is not None
 
 
 @pytest.mark.django_db
