@@ -48,3 +48,24 @@ def test_unreachable_docker_host_fails_with_the_fix(monkeypatch, redis_server):
     with pytest.raises(CommandError) as excinfo:
         call_command("bootstrap", "--skip-admin", "--skip-image", stdout=io.StringIO())
     assert "DOCKER_HOST" in str(excinfo.value)
+
+
+def test_unreachable_database_is_one_sentence_naming_the_setting():
+    import os
+    import subprocess
+    import sys
+
+    from ..conftest import REPO_ROOT
+
+    environment = dict(os.environ, DATABASE_URL="postgres://u:p@127.0.0.1:1/nothing")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "bootstrap", "--skip-image", "--skip-admin"],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
