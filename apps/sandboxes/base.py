@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import IO
 
-from .errors import SandboxError, SandboxStateError, UnknownProvider
+from .errors import SandboxError, SandboxStateError, SandboxTimeout, UnknownProvider
 from .types import (
     ExecResult,
     FileInfo,
@@ -105,6 +105,11 @@ class Sandbox(ABC):
 
     def _require_running(self) -> None:
         if self._state is not SandboxState.RUNNING:
+            if self.end_reason == "timeout":
+                raise SandboxTimeout(
+                    f"Sandbox {self.id} reached its wall-clock limit "
+                    f"({self.limits.timeout_seconds:g}s); create a new sandbox to continue."
+                )
             reason = f" ({self.end_reason}: {self.end_message})" if self.end_reason else ""
             raise SandboxStateError(
                 f"Sandbox {self.id} is {self._state.value}{reason}; start() it first "

@@ -1171,6 +1171,7 @@ class DockerProvider(SandboxProvider):
                 Ulimit(name="core", soft=0, hard=0),
             ],
             "ipc_mode": "private",
+            "cgroupns": "private",
             "shm_size": 16 * 1024 * 1024,
             "network_mode": network_kwargs["network_mode"],
         }
@@ -1434,6 +1435,63 @@ class DockerProvider(SandboxProvider):
                 self.options.disk_dir, known_volumes=known, older_than=cutoff
             ):
                 hostdisk.release_loop_disk(path)
+
+    def attach(self, sandbox_id: str, config: SandboxConfig) -> DockerSandbox:
+        """Wrap an existing sandbox container of this owner (e.g. found after a duplicate task
+        delivery). Its limits, volume, network and deadline come from its labels; ``config``
+        supplies what is never stored on the container (env)."""
+        api = self.api(config.docker)
+        try:
+            with engine_errors(f"inspect sandbox {sandbox_id}"):
+                info = api.inspect_container(validate_sandbox_id(sandbox_id))
+        except docker.errors.NotFound as exc:
+            raise SandboxNotFound(f"No sandbox container named {sandbox_id} exists.") from exc
+        labels = info.get("Config", {}).get("Labels") or {}
+        if labels.get(LABEL_APP) != APP_NAME or labels.get(LABEL_OWNER) != self.owner:
+            raise SandboxNotFound(
+                f"Container {sandbox_id} is not a sandbox of owner {self.owner}; not attaching."
+            )
+        try:
+            limits = ResourceLimits(**json.loads(labels.get(LABEL_LIMITS, "{}")))
+        except (TypeError, ValueError) as exc:
+            raise SandboxError(f"Sandbox {sandbox_id} has unreadable limit labels") from exc
+        volume = labels.get(LABEL_VOLUME, "")
+        network = labels.get(LABEL_NETWORK)
+        mode = "isolated" if network and network.startswith("sbxi-") else "none"
+        if network and not network.startswith("sbxi-"):
+            mode = "bridge"
+        group = labels.get(LABEL_GROUP)
+        user_labels = {k: v for k, v in labels.items() if not k.startswith(LABEL_PREFIX)}
+        config = config.replace(
+            sandbox_id=sandbox_id,
+            limits=limits,
+            network_mode=mode,
+            network_group=group,
+            labels=user_labels,
+            workdir=info.get("Config", {}).get("WorkingDir") or config.workdir,
+            image=info.get("Config", {}).get("Image") or config.image,
+        )
+        disk_path = self._disk_path_for(volume)
+        sandbox = DockerSandbox(
+            backend=self,
+            sandbox_id=sandbox_id,
+            config=config,
+            limits=limits,
+            container_id=info["Id"],
+            volume=volume,
+            network=network if mode == "isolated" else None,
+            disk_path=disk_path if disk_path and os.path.exists(disk_path) else None,
+            deadline=float(labels.get(LABEL_DEADLINE, "0") or 0),
+        )
+        state = info.get("State", {})
+        if state.get("Running"):
+            sandbox._state = SandboxState.RUNNING
+            sandbox.started_at = _docker_time(state.get("StartedAt")) or None
+        elif state.get("StartedAt", "").startswith("0001"):
+            sandbox._state = SandboxState.CREATED
+        else:
+            sandbox._state = SandboxState.STOPPED
+        return sandbox
 
     def list_containers(self, *, owner: str | None = None) -> list[dict[str, Any]]:
         filters = [f"{LABEL_APP}={APP_NAME}", f"{LABEL_OWNER}={owner or self.owner}"]
