@@ -40,11 +40,16 @@ from .results import (
     Usage,
     status_for,
 )
-from .tools import TOOLS, ToolRuntime, as_text, run_tool, tool_definitions
+from .tools import TOOLS, ToolRuntime, as_text, command_timeout, run_tool, tool_definitions
 
 EventSink = Callable[[ev.AgentEvent], None]
 CACHE_CONTROL = {"type": "ephemeral"}
 CANCEL_POLL_SECONDS = 0.05
+# A command ended by one of these hit a limit of the whole run: the run ends with that reason.
+KILLING_END_REASONS = {
+    "oom": "was killed: the sandbox ran out of memory",
+    "output_limit": "was killed: it wrote more output than the sandbox allows",
+}
 
 
 @dataclass
@@ -207,15 +212,8 @@ class SandboxedAgentExecutor:
     def _destroy(self, sandbox: Any) -> str | None:
         """Destroy through the manager (which forgets it too); ``None`` or the error text."""
         try:
-            self.manager.destroy_sandbox(sandbox.id)
-        except SandboxError as exc:
-            if type(exc).__name__ == "SandboxNotFound":
-                try:
-                    sandbox.destroy()  # not (or no longer) in the manager: destroy directly
-                except Exception as inner:
-                    return f"{type(inner).__name__}: {inner}"
-                return None
-            return f"{type(exc).__name__}: {exc}"
+            if not self.manager.destroy_sandbox(sandbox.id):
+                sandbox.destroy()  # not (or no longer) the manager's: destroy it directly
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
         return None
@@ -353,7 +351,7 @@ class _Run:
             return None
         reason = getattr(self.sandbox, "end_reason", None)
         if reason in ("oom", "timeout", "disk_limit", "output_limit", "crashed"):
-            return reason
+            return str(reason)
         remaining = self.remaining_seconds()
         if remaining is not None and remaining <= 0:
             return "timeout"
@@ -513,16 +511,14 @@ class _ScriptRun(_Run):
             self.check_limits()
             self.emit(ev.CommandStarted(index=index, command=command))
             on_output = self.output_callback(command_index=index)
-            timeout = config.command_timeout_seconds
-            remaining = self.remaining_seconds()
-            if remaining is not None:
-                timeout = remaining if timeout is None else min(timeout, remaining)
             try:
                 result = self.sandbox.execute(
                     config.shell,
                     ["-c", command],
                     workdir=self.workspace,
-                    timeout=timeout,
+                    timeout=command_timeout(
+                        config.command_timeout_seconds, self.remaining_seconds()
+                    ),
                     on_output=on_output,
                 )
             finally:
@@ -541,13 +537,12 @@ class _ScriptRun(_Run):
             )
             self.check_limits()
             exec_end = getattr(result, "end_reason", None)
-            if exec_end in ("oom", "output_limit") or result.timed_out:
-                reason = exec_end or "timeout"
+            if exec_end in KILLING_END_REASONS or result.timed_out:
+                reason = str(exec_end or "timeout")
+                why = KILLING_END_REASONS.get(reason, "timed out and was killed")
                 raise RunEnded(
                     reason,
-                    ErrorInfo(
-                        "CommandKilled", f"command {index + 1} ({command!r}) ended: {reason}"
-                    ),
+                    ErrorInfo("CommandKilled", f"command {index + 1} ({command!r}) {why}"),
                     output,
                 )
             if result.exit_code != 0:
@@ -573,6 +568,7 @@ class _AgentRun(_Run):
         self.interceptors: list[Interceptor] = [*config.safety_interceptors, *config.interceptors]
         self.messages: list[dict] = [{"role": "user", "content": [{"type": "text", "text": task}]}]
         self.last_text = ""
+        self.limit_hit: tuple[str, str] | None = None  # set by a command the kernel killed
 
     def body(self) -> tuple[str, str]:
         config: AgentConfig = self.config  # type: ignore[assignment]
@@ -602,6 +598,9 @@ class _AgentRun(_Run):
             results = [self.run_tool_call(turn, block) for block in tool_uses]
             self.messages.append({"role": "user", "content": results})
             self.check_limits()
+            if self.limit_hit is not None:
+                reason, message = self.limit_hit
+                raise RunEnded(reason, ErrorInfo("LimitExceeded", message), self.last_text)
         raise RunEnded(
             "max_turns",
             ErrorInfo("MaxTurnsReached", f"the agent used all {config.max_turns} turns"),
@@ -763,6 +762,9 @@ class _AgentRun(_Run):
             result = self.intercepted(name, dict(params), context, on_output)
         finally:
             on_output.flush()
+        killed_by = result.metadata.get("end_reason")
+        if killed_by in KILLING_END_REASONS and self.limit_hit is None:
+            self.limit_hit = (str(killed_by), f"a {name} command {KILLING_END_REASONS[killed_by]}")
         content, truncated = cap_output(result.content, config.tool_output_limit)
         content = self.redactor.text(content)
         if result.is_error:

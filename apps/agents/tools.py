@@ -15,7 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from apps.sandboxes.errors import FileTooLarge, SandboxError, SandboxFileNotFound
+from apps.sandboxes.errors import (
+    FileTooLarge,
+    PathOutsideWorkspace,
+    SandboxError,
+    SandboxFileError,
+    SandboxFileNotFound,
+)
 
 from . import paths
 from .interceptors import ToolResult
@@ -23,6 +29,7 @@ from .interceptors import ToolResult
 BASH_DEFAULT_TIMEOUT_MS = 120_000
 BASH_MAX_TIMEOUT_MS = 600_000
 READ_DEFAULT_LIMIT = 2000
+READ_MAX_BYTES = 10 * 1024 * 1024
 READ_MAX_LINE_CHARS = 2000
 GLOB_MAX_RESULTS = 100
 GREP_MAX_LINES = 250
@@ -55,17 +62,28 @@ class ToolRuntime:
         return paths.relative(path, self.workspace)
 
     def run(self, command: str, args: list[str], *, timeout: float | None = None, stream=False):
+        """Run argv in the workspace, for at most ``timeout`` seconds."""
         remaining = self.remaining_seconds()
-        if remaining is not None:
-            if remaining <= 0:
-                raise ToolError("the run's time limit is used up")
-            timeout = remaining if timeout is None else min(timeout, remaining)
+        if remaining is not None and remaining <= 0:
+            raise ToolError("the run's time limit is used up")
+        timeout = command_timeout(timeout, remaining)
         kwargs: dict[str, Any] = {"workdir": self.workspace, "timeout": timeout}
         if self.env:
             kwargs["env"] = self.env
         if stream and self.on_output is not None:
             kwargs["on_output"] = self.on_output
         return self.sandbox.execute(command, args, **kwargs)
+
+
+def command_timeout(timeout: float | None, remaining: float | None) -> float | None:
+    """The timeout to ask the sandbox for: none when its own deadline comes first.
+
+    The sandbox then stops the command at its deadline *and* records that it ended by timeout,
+    which it does not do for a caller's timeout it merely clamped.
+    """
+    if timeout is not None and remaining is not None and timeout >= remaining:
+        return None
+    return timeout
 
 
 @dataclass(frozen=True)
@@ -129,7 +147,12 @@ def run_bash(params: dict, rt: ToolRuntime) -> ToolResult:
         parts.append(stderr.rstrip("\n"))
     if getattr(result, "truncated", False):
         parts.append("[output truncated by the sandbox's output limit]")
-    if result.timed_out:
+    end_reason = getattr(result, "end_reason", None)
+    if end_reason == "oom":
+        parts.append("[killed: the sandbox ran out of memory]")
+    elif end_reason == "output_limit":
+        parts.append("[killed: the command wrote more output than the sandbox allows]")
+    elif result.timed_out:
         parts.append(f"[command timed out after {timeout_ms / 1000:g} s and was killed]")
     elif result.exit_code != 0:
         parts.append(f"[exit code {result.exit_code}]")
@@ -137,43 +160,48 @@ def run_bash(params: dict, rt: ToolRuntime) -> ToolResult:
     return ToolResult(
         content,
         is_error=bool(result.timed_out or result.exit_code != 0),
-        metadata={"exit_code": result.exit_code, "timed_out": bool(result.timed_out)},
+        metadata={
+            "exit_code": result.exit_code,
+            "timed_out": bool(result.timed_out),
+            "end_reason": end_reason,
+        },
     )
 
 
 # -- Read / Write / Edit ---------------------------------------------------------------------
 
 
+def _stat(rt: ToolRuntime, path: str) -> tuple[str, int] | None:
+    """``(kind, size)`` of ``path`` (symlinks followed, as the file API does), None if absent."""
+    result = rt.run("stat", ["-L", "-c", "%F|%s", "--", path])
+    if result.exit_code != 0:
+        return None
+    kind, _, size = as_text(result.stdout).strip().rpartition("|")
+    return kind, int(size or 0)
+
+
 def _read_bytes(rt: ToolRuntime, path: str) -> bytes:
+    found = _stat(rt, path)
+    if found is None:
+        raise ToolError(f"File does not exist: {path}")
+    kind, size = found
+    if kind == "directory":
+        raise ToolError(f"{path} is a directory; use LS to list it")
+    if size > READ_MAX_BYTES:
+        raise ToolError(
+            f"{path} is {size} bytes, too large to read whole (limit {READ_MAX_BYTES}); read "
+            "parts of it with Bash (e.g. `sed -n '1,200p' FILE`, `head`, `tail`)"
+        )
     try:
         return rt.sandbox.read_file(path)
     except SandboxFileNotFound:
         raise ToolError(f"File does not exist: {path}") from None
-    except FileTooLarge as exc:
-        raise ToolError(
-            f"{path} is too large to read whole ({exc}); read parts of it with Bash "
-            "(e.g. `sed -n '1,200p' FILE`, `head`, `tail`)"
-        ) from None
-    except IsADirectoryError:
-        raise ToolError(f"{path} is a directory; use LS to list it") from None
-
-
-def _exists(rt: ToolRuntime, path: str) -> bool:
-    result = rt.run("test", ["-e", path])
-    return result.exit_code == 0
-
-
-def _ensure_parent(rt: ToolRuntime, path: str) -> None:
-    parent = posixpath.dirname(path)
-    if parent and parent != "/":
-        result = rt.run("mkdir", ["-p", "--", parent])
-        if result.exit_code != 0:
-            raise ToolError(f"cannot create directory {parent}: {as_text(result.stderr).strip()}")
+    except (FileTooLarge, SandboxFileError, PathOutsideWorkspace) as exc:
+        raise ToolError(str(exc)) from None
 
 
 def _write(rt: ToolRuntime, path: str, data: bytes, *, existed: bool) -> None:
-    _ensure_parent(rt, path)
-    rt.sandbox.write_file(path, data)
+    rt.sandbox.write_file(path, data)  # creates missing parent directories
     if rt.on_file_changed is not None:
         rt.on_file_changed(path, "modified" if existed else "created", len(data))
 
@@ -210,7 +238,7 @@ def run_write(params: dict, rt: ToolRuntime) -> ToolResult:
     if path == paths.resolve("", rt.workspace):
         raise ToolError("Write: file_path names the workspace directory itself")
     data = params["content"].encode()
-    existed = _exists(rt, path)
+    existed = _stat(rt, path) is not None
     _write(rt, path, data, existed=existed)
     verb = "Updated" if existed else "Created"
     return ToolResult(f"{verb} {path} ({len(data)} bytes)", metadata={"path": path})
@@ -223,7 +251,7 @@ def run_edit(params: dict, rt: ToolRuntime) -> ToolResult:
     if old == new:
         raise ToolError("Edit: old_string and new_string are identical; nothing to change")
     if old == "":
-        if _exists(rt, path):
+        if _stat(rt, path) is not None:
             raise ToolError(
                 f"Edit: old_string is empty but {path} exists; use Write to replace a whole file"
             )
@@ -329,12 +357,12 @@ def run_grep(params: dict, rt: ToolRuntime) -> ToolResult:
 
 def run_ls(params: dict, rt: ToolRuntime) -> ToolResult:
     root = rt.resolve(params.get("path") or "")
-    try:
-        entries = rt.sandbox.list_files(root)
-    except SandboxFileNotFound:
-        raise ToolError(f"Directory does not exist: {root}") from None
-    except NotADirectoryError:
-        raise ToolError(f"{root} is not a directory; use Read for files") from None
+    found = _stat(rt, root)
+    if found is None:
+        raise ToolError(f"Directory does not exist: {root}")
+    if found[0] != "directory":
+        raise ToolError(f"{root} is not a directory; use Read for files")
+    entries = rt.sandbox.list_files(root)
     rows = []
     for entry in sorted(entries, key=lambda e: e.path):
         name = posixpath.basename(entry.path.rstrip("/")) or entry.path

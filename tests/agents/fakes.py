@@ -1,12 +1,13 @@
 """A small in-memory stand-in for a sandbox, for fast tests of the agent loop's own logic.
 
 It supplements the real-Docker scenario tests (test_scenarios.py), it does not replace them: it
-knows just enough commands (``test -e``, ``mkdir -p``, ``find -printf``) for the file tools, and
+knows just enough commands (``stat``, ``mkdir -p``, ``find -printf``) for the file tools, and
 answers ``bash -c``/``sh -c`` through a ``shell`` function the test provides.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 import threading
 import time
@@ -17,6 +18,20 @@ from apps.sandboxes.errors import SandboxFileNotFound, SandboxStateError
 from apps.sandboxes.types import ExecResult, FileInfo, SandboxStats
 
 Shell = Callable[[str], tuple[int, str, str]]
+
+
+class Recorder(list):
+    """An ``on_event`` sink that keeps the events (and checks each is JSON-serialisable)."""
+
+    def __call__(self, event) -> None:
+        json.dumps(event.to_dict())
+        self.append(event)
+
+    def of(self, kind: str) -> list:
+        return [e for e in self if e.type == kind]
+
+    def types(self) -> list[str]:
+        return [e.type for e in self]
 
 
 def ok_shell(command: str) -> tuple[int, str, str]:
@@ -72,9 +87,13 @@ class FakeSandbox:
         name = argv[0]
         if name in ("bash", "sh") and argv[1] == "-c":
             return self.shell(argv[2])
-        if name == "test":
+        if name == "stat":
             path = argv[-1]
-            return (0 if path in self.files or path in self.dirs else 1), "", ""
+            if path in self.files:
+                return 0, f"regular file|{len(self.files[path])}\n", ""
+            if path in self.dirs:
+                return 0, "directory|4096\n", ""
+            return 1, "", f"stat: cannot statx '{path}': No such file or directory"
         if name == "mkdir":
             path = argv[-1]
             while path not in ("", "/"):
@@ -132,9 +151,11 @@ class FakeManager:
             self.configs.append(config)
         return sandbox
 
-    def destroy_sandbox(self, sandbox_id: str) -> None:
+    def destroy_sandbox(self, sandbox_id: str) -> bool:
         with self._lock:
             for sandbox in self.created:
-                if sandbox.id == sandbox_id:
+                if sandbox.id == sandbox_id and sandbox.state != "destroyed":
                     sandbox.destroy()
-            self.destroyed.append(sandbox_id)
+                    self.destroyed.append(sandbox_id)
+                    return True
+        return False

@@ -30,21 +30,9 @@ from tests.support.anthropic_server import (
     tool_use,
 )
 
-from .fakes import FakeManager
+from .fakes import FakeManager, Recorder
 
 FAST_RETRY = RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
-
-
-class Recorder(list):
-    def __call__(self, event):
-        json.dumps(event.to_dict())  # every event must be JSON-serialisable
-        self.append(event)
-
-    def of(self, kind):
-        return [e for e in self if e.type == kind]
-
-    def types(self):
-        return [e.type for e in self]
 
 
 @pytest.fixture
