@@ -12,7 +12,7 @@ from .config import (
     ScriptConfig,
     secret_ref,
 )
-from .events import AgentEvent, event_from_dict
+from .events import AgentEvent, describe, event_from_dict
 from .executor import AgentContext, SandboxedAgentExecutor
 from .interceptors import (
     Interceptor,
@@ -43,6 +43,7 @@ __all__ = [
     "ToolResult",
     "Usage",
     "default_safety_interceptors",
+    "describe",
     "event_from_dict",
     "secret_ref",
 ]

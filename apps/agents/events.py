@@ -10,7 +10,9 @@ an event. docs/agents.md lists the types and their fields.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -229,3 +231,56 @@ class FilesCaptured(AgentEvent):
     files: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     limit_hit: str | None = None
+
+
+def _short(value: object, limit: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_DESCRIBE: dict[str, Callable[[Any], str]] = {
+    "status": lambda e: f"[status] {e.status} {e.sandbox_id or e.message}".rstrip(),
+    "run_finished": lambda e: (
+        f"[finished] {e.status} ({e.end_reason}) after {e.turns} turns, {e.duration_ms:.0f} ms"
+        + (f": {e.error['type']}: {e.error['message']}" if e.error else "")
+    ),
+    "turn_started": lambda e: f"[turn {e.turn}] asking {e.model}",
+    "text_delta": lambda e: e.text,
+    "assistant_message": lambda e: f"[turn {e.turn}] assistant: {_short(e.text) or '(no text)'}",
+    "usage": lambda e: (
+        f"[usage] +{e.delta['input_tokens']} in, +{e.delta['output_tokens']} out; "
+        f"run total ${e.total['cost_usd']:.4f}"
+    ),
+    "api_retry": lambda e: (
+        f"[retry] {e.error_type} ({e.status_code}): attempt {e.attempt}/{e.max_retries} "
+        f"in {e.delay_s:.2f} s"
+    ),
+    "tool_call": lambda e: f"[tool] {e.tool} {_short(e.input)}",
+    "interceptor": lambda e: (
+        f"[interceptor] {e.interceptor} {e.decision} {e.tool}"
+        + (f": {e.reason}" if e.reason else "")
+    ),
+    "log": lambda e: f"    {e.stream}| {_short(e.text, 200)}",
+    "tool_result": lambda e: (
+        f"[result] {e.tool}{' ERROR' if e.is_error else ''} ({e.duration_ms:.0f} ms): "
+        f"{_short(e.output)}"
+    ),
+    "file_changed": lambda e: f"[file] {e.action} {e.path} ({e.size} bytes)",
+    "command_started": lambda e: f"[command {e.index}] $ {e.command}",
+    "command_finished": lambda e: (
+        f"[command {e.index}] exit {e.exit_code} in {e.duration_ms:.0f} ms"
+        + (" (timed out)" if e.timed_out else "")
+    ),
+    "files_captured": lambda e: (
+        f"[capture] {e.count} files, {e.total_bytes} bytes"
+        + (f"; skipped {len(e.skipped)}" if e.skipped else "")
+        + (f"; limit hit: {e.limit_hit}" if e.limit_hit else "")
+    ),
+}
+
+
+def describe(event: AgentEvent) -> str:
+    """One human-readable line for an event (for consoles and logs; the UI uses ``to_dict``)."""
+    render = _DESCRIBE.get(event.type)
+    return render(event) if render else f"[{event.type}] {_short(event.to_dict())}"

@@ -241,7 +241,9 @@ def run_write(params: dict, rt: ToolRuntime) -> ToolResult:
     existed = _stat(rt, path) is not None
     _write(rt, path, data, existed=existed)
     verb = "Updated" if existed else "Created"
-    return ToolResult(f"{verb} {path} ({len(data)} bytes)", metadata={"path": path})
+    return ToolResult(
+        f"{verb} {path} ({len(data)} bytes)", metadata={"path": path, "size": len(data)}
+    )
 
 
 def run_edit(params: dict, rt: ToolRuntime) -> ToolResult:

@@ -183,3 +183,5 @@ def test_every_event_is_json_and_round_trips():
         data = json.loads(json.dumps(event.to_dict()))
         assert data["type"] == event.type and isinstance(data["ts"], float)
         assert ev.event_from_dict(data) == event
+        line = ev.describe(event)
+        assert isinstance(line, str) and not line.startswith(f"[{event.type}] {{")

@@ -27,7 +27,9 @@ credential (``x-api-key`` or ``Authorization: Bearer``, which SDK 2.x uses) or v
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -612,3 +614,22 @@ def _all_blocks(body: dict) -> Iterable[Any]:
         content = message.get("content")
         if isinstance(content, list):
             yield from content
+
+
+@contextlib.contextmanager
+def real_or_loopback(script: Script, *, out: Callable[[str], None] = print):
+    """For examples: the real API when ``ANTHROPIC_API_KEY`` is set, else this loopback server
+    playing ``script``. Yields an ``anthropic.Anthropic`` client and says which one it is."""
+    import anthropic
+
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        out("Model: the real Anthropic API (ANTHROPIC_API_KEY is set).")
+        yield anthropic.Anthropic()
+        return
+    out(
+        "Model: ANTHROPIC_API_KEY is not set, so this runs against the loopback Messages API "
+        "server (tests/support/anthropic_server.py) replaying a scripted conversation. "
+        "Set ANTHROPIC_API_KEY to use the real API."
+    )
+    with AnthropicServer(script, api_key="loopback-key") as server:
+        yield anthropic.Anthropic(api_key="loopback-key", base_url=server.base_url)
