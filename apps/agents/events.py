@@ -249,8 +249,8 @@ _DESCRIBE: dict[str, Callable[[Any], str]] = {
     "text_delta": lambda e: e.text,
     "assistant_message": lambda e: f"[turn {e.turn}] assistant: {_short(e.text) or '(no text)'}",
     "usage": lambda e: (
-        f"[usage] +{e.delta['input_tokens']} in, +{e.delta['output_tokens']} out; "
-        f"run total ${e.total['cost_usd']:.4f}"
+        f"[usage] +{e.delta.get('input_tokens', 0)} in, +{e.delta.get('output_tokens', 0)} "
+        f"out; run total ${e.total.get('cost_usd', 0.0):.4f}"
     ),
     "api_retry": lambda e: (
         f"[retry] {e.error_type} ({e.status_code}): attempt {e.attempt}/{e.max_retries} "
