@@ -256,7 +256,6 @@ class _Run:
         self._emit_lock = threading.Lock()
         self._sink_error: BaseException | None = None
         self._done = threading.Event()
-        self._cancelled_at: float | None = None
         self._sandbox_destroyed = False
         self._cleanup_error: str | None = None
         self._stream: Any = None
@@ -373,7 +372,6 @@ class _Run:
                     break
             if self._done.is_set() or not self.cancel.is_set():
                 return
-            self._cancelled_at = time.monotonic()
             stream = self._stream
             if stream is not None:
                 with contextlib.suppress(Exception):  # it may be closed already

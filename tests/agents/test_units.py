@@ -185,3 +185,22 @@ def test_every_event_is_json_and_round_trips():
         assert ev.event_from_dict(data) == event
         line = ev.describe(event)
         assert isinstance(line, str) and not line.startswith(f"[{event.type}] {{")
+
+
+def test_the_agents_package_imports_neither_django_nor_docker():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, apps.agents, apps.agents.executor, apps.agents.tools, apps.agents.capture\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'docker'))\n"
+        "assert not bad, bad\n"
+    )
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
+    for path in (root / "apps" / "agents").glob("*.py"):
+        source = path.read_text()
+        assert "import docker" not in source and "from docker" not in source, path
+        assert "import django" not in source and "from django" not in source, path
