@@ -361,3 +361,44 @@ def test_auto_cleanup_off_keeps_the_sandbox_until_cleanup_all(anthropic_server, 
     assert manager.destroyed == []
     assert executor.cleanup_all() == {}
     assert manager.destroyed == [result.sandbox_id] and executor.list_active() == []
+
+
+def test_parallel_keeps_order_and_one_failure_does_not_sink_the_others(anthropic_server, executor):
+    anthropic_server.set_script(lambda request: Reply([text(f"done: {request.system_text}")]))
+    broken = config(system_prompt="b", sandbox_config=SandboxConfig(env={"T": secret_ref("NONE")}))
+    tasks = [
+        ("t", config(system_prompt="a")),
+        ("t", broken),
+        {"task": "t", "config": config(system_prompt="c")},
+        ("t", "not a config"),
+    ]
+    results = executor.execute_parallel(tasks, max_concurrency=2)
+    assert [r.status for r in results] == ["succeeded", "error", "succeeded", "error"]
+    assert [results[0].output, results[2].output] == ["done: a", "done: c"]
+    assert results[1].end_reason == "config_error"
+    assert results[3].error.type == "TypeError"
+
+
+def test_capture_caps_are_reported(anthropic_server, executor, manager):
+    anthropic_server.add(
+        Reply(
+            [
+                tool_use("Write", {"file_path": "a.py", "content": "a" * 10}),
+                tool_use("Write", {"file_path": "b.py", "content": "b" * 10}),
+                tool_use("Write", {"file_path": "c.txt", "content": "c"}),
+            ]
+        ),
+        Reply([text("ok")]),
+    )
+    events = Recorder()
+    result = executor.execute(
+        "t",
+        config(capture_files=True, capture_patterns=["*.py"], capture_max_bytes=15),
+        on_event=events,
+    )
+    assert [(f.path, f.content) for f in result.files] == [("a.py", b"a" * 10)]
+    assert result.stats.capture["limit_hit"] == "max_bytes"
+    assert result.stats.capture["skipped"] == [
+        {"path": "b.py", "reason": "byte cap of 15 bytes reached (10 bytes)"}
+    ]
+    assert events.of("files_captured")[0].limit_hit == "max_bytes"
