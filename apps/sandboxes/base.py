@@ -148,6 +148,10 @@ class Sandbox(ABC):
     @abstractmethod
     def delete_file(self, path: str, *, recursive: bool = False) -> None: ...
 
+    def kill_all_processes(self) -> int:
+        """Kill every process commands started (background jobs, fork bombs); keep the sandbox."""
+        raise SandboxError(f"{type(self).__name__} cannot kill its processes selectively")
+
     @abstractmethod
     def get_stats(self) -> SandboxStats: ...
 

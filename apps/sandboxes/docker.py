@@ -151,14 +151,16 @@ rm -f -- "$r" || exit 78
 """
 # Fallback killer for remote engines (no host /proc): same idea as HostView.kill_tagged.
 _KILL_SCRIPT = r"""
-tok="$1"; self=$$
+tok="$1"; mode="$2"; self=$$
 n=0
 while [ "$n" -lt 50 ]; do
   n=$((n+1)); found=""
   for e in /proc/[0-9]*/environ; do
     p=${e#/proc/}; p=${p%/environ}
     [ "$p" = "$self" ] && continue
-    if tr '\000' '\n' < "$e" 2>/dev/null | grep -qxF -- "$tok"; then found="$found $p"; fi
+    if [ "$mode" = prefix ]; then
+      tr '\000' '\n' < "$e" 2>/dev/null | grep -q "^$tok" && found="$found $p"
+    elif tr '\000' '\n' < "$e" 2>/dev/null | grep -qxF -- "$tok"; then found="$found $p"; fi
   done
   [ -z "$found" ] && exit 0
   kill -STOP $found 2>/dev/null; kill -KILL $found 2>/dev/null
@@ -533,28 +535,43 @@ class DockerSandbox(Sandbox):
             code = -1
         return code, status, duration_ms
 
-    def _kill_tagged(self, token: str) -> None:
-        marker = f"{EXEC_TOKEN_VAR}={token}".encode()
+    def kill_all_processes(self) -> int:
+        """Kill every process any command started (background ones, fork bombs...), leaving
+        the sandbox itself running. Returns how many were killed (-1: unknown, remote)."""
+        self._require_running()
+        return self._kill_tagged(None)
+
+    def _kill_tagged(self, token: str | None) -> int:
+        """Kill the processes of one command (``token``) or of all commands (None)."""
+        marker = f"{EXEC_TOKEN_VAR}={token or ''}".encode()
         view = self._host_view()
         if view is not None:
             try:
-                view.kill_tagged(marker)
-                return
+                return view.kill_tagged(marker, prefix=token is None)
             except OSError:
                 pass
         try:
             with engine_errors(f"kill a command in sandbox {self.id}"):
                 exec_id = self.api.exec_create(
                     self.container_id,
-                    ["sh", "-c", _KILL_SCRIPT, "sh", marker.decode()],
+                    [
+                        "sh",
+                        "-c",
+                        _KILL_SCRIPT,
+                        "sh",
+                        marker.decode(),
+                        "prefix" if token is None else "exact",
+                    ],
                     user=self.config.docker.user,
                     environment=["LC_ALL=C"],
                 )["Id"]
                 self.api.exec_start(exec_id)
                 if self.api.exec_inspect(exec_id).get("ExitCode") == 0:
-                    return
+                    return -1
         except (docker.errors.APIError, SandboxUnavailable):
             pass
+        if token is None:
+            raise SandboxError(f"Could not kill the processes in sandbox {self.id}; destroy it.")
         # Could not kill selectively (e.g. the pids limit is exhausted): end the container.
         log.warning("sandbox %s: killing the container to stop a timed-out command", self.id)
         with (
@@ -563,6 +580,7 @@ class DockerSandbox(Sandbox):
         ):
             self.api.kill(self.container_id)
         self._mark_ended(EndReason.TIMEOUT, "a timed-out command could not be killed alone")
+        return -1
 
     def _end_by_deadline(self) -> None:
         self._mark_ended(EndReason.TIMEOUT, "the sandbox's wall-clock deadline passed")
@@ -1150,7 +1168,9 @@ class DockerProvider(SandboxProvider):
     ) -> dict[str, Any]:
         options = config.docker
         memory = limits.memory_bytes
-        fsize = (limits.disk_mb or 0) * 1024 * 1024 or -1
+        # Per-file cap just above the workspace size: ENOSPC (clear) always comes first, the
+        # ulimit only stops files that could never fit anyway.
+        fsize = (limits.disk_mb + options.tmp_size_mb) * 2**20 if limits.disk_mb else -1
         kwargs: dict[str, Any] = {  # the hardening; conformance.py checks every field
             "mounts": [Mount(target=config.workdir, source=volume, type="volume")],
             "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={options.tmp_size_mb}m,mode=1777"},  # noqa: S108
@@ -1175,8 +1195,9 @@ class DockerProvider(SandboxProvider):
             "shm_size": 16 * 1024 * 1024,
             "network_mode": network_kwargs["network_mode"],
         }
-        if network_kwargs.get("dns") is not None:
-            kwargs["dns"] = network_kwargs["dns"]
+        for key in ("dns", "dns_opt"):
+            if network_kwargs.get(key) is not None:
+                kwargs[key] = network_kwargs[key]
         if options.runtime:
             kwargs["runtime"] = options.runtime
         return kwargs
@@ -1223,8 +1244,13 @@ class DockerProvider(SandboxProvider):
         name = self.group_network_name(group)
         self._ensure_group_network(api, name, group)
         # Internal networks must not resolve outside names either (embedded DNS would forward
-        # queries from the host namespace on Docker < 26): point forwarding at nowhere.
-        return name, {"network_mode": name, "dns": ["127.0.0.1"]}
+        # queries from the host namespace on Docker < 26): point forwarding at nowhere, and
+        # fail fast (1 s) instead of the resolver's default 20 s per lookup.
+        return name, {
+            "network_mode": name,
+            "dns": ["127.0.0.1"],
+            "dns_opt": ["timeout:1", "attempts:1"],
+        }
 
     def group_network_name(self, group: str) -> str:
         digest = hashlib.sha256(f"{self.owner}\0{group}".encode()).hexdigest()[:10]

@@ -117,8 +117,9 @@ class HostView:
                 tx += int(fields[8])
         return rx, tx
 
-    def kill_tagged(self, token: bytes, *, rounds: int = 50) -> int:
-        """SIGKILL every process of the container whose environment holds ``token``.
+    def kill_tagged(self, token: bytes, *, prefix: bool = False, rounds: int = 50) -> int:
+        """SIGKILL every process of the container whose environment holds ``token`` (or, with
+        ``prefix``, any variable starting with it).
 
         Works even when the container is at its pids limit (nothing has to be spawned inside),
         and finds processes that left their process group. Stops them first so a forking loop
@@ -133,7 +134,11 @@ class HostView:
                         environ = fh.read()
                 except OSError:
                     continue
-                if token in environ.split(b"\0"):
+                variables = environ.split(b"\0")
+                if prefix:
+                    if any(v.startswith(token) for v in variables):
+                        tagged.append(pid)
+                elif token in variables:
                     tagged.append(pid)
             if not tagged:
                 return killed

@@ -1,0 +1,127 @@
+"""Warm pool (fast, single use, refilled) and real resource statistics."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+import docker
+from apps.sandboxes import ResourceLimits, SandboxConfig, SandboxExists, SandboxManager
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def pooled_manager(sandbox_owner):
+    with SandboxManager(
+        owner=sandbox_owner, pool_size=2, limits=ResourceLimits(memory_mb=128)
+    ) as m:
+        yield m
+
+
+def _wait_for_pool(manager, size, timeout=60):
+    give_up = time.monotonic() + timeout
+    while sum(manager.pool_status().values()) < size:
+        assert time.monotonic() < give_up, "the pool was not refilled"
+        time.sleep(0.05)
+
+
+def test_pool_hands_out_started_sandboxes_fast_and_only_once(pooled_manager):
+    config = SandboxConfig(env={"RUN": "one"})
+    assert pooled_manager.prewarm(config) == 2
+    cold_started = time.perf_counter()
+    with pooled_manager.create_sandbox(SandboxConfig(image="sandboxweb/sandbox:latest")) as cold:
+        cold_ms = (time.perf_counter() - cold_started) * 1000
+        assert cold.execute("true").exit_code == 0
+    timings, seen = [], set()
+    for run in range(4):
+        _wait_for_pool(pooled_manager, 2)
+        started = time.perf_counter()
+        box = pooled_manager.create_sandbox(SandboxConfig(env={"RUN": str(run)}))
+        box.start()  # already running: a no-op
+        timings.append((time.perf_counter() - started) * 1000)
+        assert box.id not in seen
+        seen.add(box.id)
+        assert box.execute("sh", ["-c", 'echo "$RUN"']).stdout == f"{run}\n"  # per-run env
+        container = box.container_id
+        box.destroy()  # used once, never returned to the pool
+        with pytest.raises(docker.errors.NotFound):
+            docker.from_env().containers.get(container)
+    assert statistics.median(timings) < 50, timings  # the contract is p50 < 20 ms
+    assert statistics.median(timings) * 5 < cold_ms, (timings, cold_ms)
+
+
+def test_pooled_sandbox_takes_a_deterministic_id(pooled_manager):
+    pooled_manager.prewarm(SandboxConfig())
+    name = f"pool-{pooled_manager.owner}-{time.time_ns()}"
+    box = pooled_manager.create_sandbox(SandboxConfig(sandbox_id=name))
+    try:
+        assert box.id == name
+        assert docker.from_env().containers.get(name).id == box.container_id
+        assert pooled_manager.get_sandbox(name) is box
+        with pytest.raises(SandboxExists):
+            pooled_manager.create_sandbox(SandboxConfig(sandbox_id=name))
+        assert box.execute("true").exit_code == 0
+        assert box.remaining_seconds() <= box.limits.timeout_seconds + 1
+    finally:
+        box.destroy()
+
+
+def test_close_destroys_the_pool(sandbox_owner):
+    from tests.sandboxes.conftest import leftovers
+
+    manager = SandboxManager(owner=sandbox_owner, pool_size=2)
+    manager.prewarm(SandboxConfig(labels={"pool-close": "1"}))
+    manager.close()
+    assert not leftovers(sandbox_owner)["containers"]
+
+
+def test_stats_are_real_and_cheap(shared_box):
+    first = shared_box.get_stats()
+    assert first.memory_limit_mb == 256 and first.pids >= 2
+    assert first.disk_limit_mb and 0 < first.disk_limit_mb <= 64
+    shared_box.write_file("stats/blob.bin", b"s" * (5 * 1024 * 1024))
+    hog = (
+        "import time\nx = bytearray(60 * 2**20)\nt = time.time()\n"
+        "while time.time() - t < 2:\n    pass\n"
+    )
+    # Background jobs must let go of stdout/stderr, or the command lasts as long as they do.
+    shared_box.execute("sh", ["-c", 'python3 -c "$0" >/dev/null 2>&1 &', hog])
+    time.sleep(0.8)
+    stats = shared_box.get_stats()
+    assert stats.memory_usage_mb > 40, stats
+    assert stats.pids > first.pids
+    assert stats.cpu_percent > 20, stats
+    assert stats.disk_usage_mb >= 5, stats
+    started = time.perf_counter()
+    for _ in range(20):
+        shared_box.get_stats()
+    per_call_ms = (time.perf_counter() - started) * 1000 / 20
+    assert per_call_ms < 100, per_call_ms  # cheap enough to sample every second
+    time.sleep(1)
+
+
+def test_network_counters_move(manager):
+    with manager.create_sandbox(SandboxConfig(network_mode="isolated")) as box:
+        before = box.get_stats()
+        poke = (
+            "import socket\ntry: socket.create_connection(('10.255.255.1', 9), timeout=0.5)\n"
+            "except OSError: pass"
+        )
+        box.execute("python3", ["-c", poke])
+        after = box.get_stats()
+        assert after.network_tx_mb > before.network_tx_mb
+
+
+def test_manager_reports(manager):
+    box = manager.create_sandbox()
+    stopped = manager.create_sandbox()
+    stopped.stop()
+    reports = {r.id: r for r in manager.get_all_stats()}
+    assert reports[box.id].stats and reports[box.id].stats.memory_limit_mb == 256
+    assert reports[stopped.id].error and "stopped" in reports[stopped.id].error
+    health = {r.id: r.health for r in manager.health_check_all()}
+    assert health[box.id].healthy and not health[stopped.id].healthy
+    manager.destroy_all()
