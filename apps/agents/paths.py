@@ -13,32 +13,26 @@ import posixpath
 import re
 from functools import lru_cache
 
+from apps.sandboxes.errors import PathOutsideWorkspace
+from apps.sandboxes.paths import workspace_path
+
 
 class PathRefused(ValueError):
     """A path the tools will not touch; the message is meant for the model."""
 
 
 def resolve(path: str, workspace: str) -> str:
-    """The absolute, normalised path of ``path`` inside ``workspace``, or :class:`PathRefused`."""
-    workspace = posixpath.normpath(workspace)
+    """The absolute, normalised path of ``path`` inside ``workspace``, or :class:`PathRefused`.
+
+    The rule is the sandbox layer's own (``apps.sandboxes.paths.workspace_path``), so a path the
+    tools accept is one the sandbox file API accepts too.
+    """
     if not isinstance(path, str):
         raise PathRefused(f"path must be a string, got {type(path).__name__}")
-    if "\x00" in path:
-        raise PathRefused("path contains a NUL byte")
-    candidate = path.strip()
-    if not candidate:
-        return workspace
-    if not candidate.startswith("/"):
-        candidate = posixpath.join(workspace, candidate)
-    resolved = posixpath.normpath(candidate)
-    if resolved.startswith("//"):
-        resolved = "/" + resolved.lstrip("/")
-    if resolved != workspace and not resolved.startswith(workspace + "/"):
-        raise PathRefused(
-            f"{path!r} is outside the workspace {workspace}; only paths inside it are allowed "
-            f"(relative paths are taken from {workspace})"
-        )
-    return resolved
+    try:
+        return workspace_path(path.strip(), workspace)
+    except PathOutsideWorkspace as exc:
+        raise PathRefused(str(exc)) from None
 
 
 def relative(path: str, workspace: str) -> str:

@@ -279,8 +279,8 @@ def test_path_escapes_are_tool_errors(anthropic_server, executor, manager):
     assert result.ok
     outs = anthropic_server.requests[1].tool_results()
     assert all(o["is_error"] for o in outs)
-    assert "outside the workspace" in outs[0]["content"]
-    assert "outside the workspace" in outs[1]["content"]
+    assert "outside the sandbox workspace" in outs[0]["content"]
+    assert "outside the sandbox workspace" in outs[1]["content"]
     assert "missing required parameter(s): new_string" in outs[2]["content"]
     assert "Unknown tool 'Teleport'" in outs[3]["content"]
     assert manager.created[0].files == {}

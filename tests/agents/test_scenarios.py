@@ -154,7 +154,7 @@ def test_path_escapes_are_refused(anthropic_server, executor):
     assert result.ok, result.error
     refusals = anthropic_server.requests[1].tool_results()
     assert all(r["is_error"] for r in refusals)
-    assert all("outside the workspace" in r["content"] for r in refusals)
+    assert all("outside the sandbox workspace" in r["content"] for r in refusals)
     through_link = anthropic_server.requests[3].tool_results()[0]
     assert through_link["is_error"] and "root:" not in through_link["content"]
 
