@@ -12,7 +12,6 @@ loop then ends with ``end_reason="cancelled"``.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import copy
 import threading
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.sandboxes import TextDecoder
 from apps.sandboxes.errors import SandboxError
 
 from . import events as ev
@@ -474,21 +474,21 @@ class _Run:
 
     def output_callback(self, **where: Any) -> Callable[[str, bytes], None]:
         """An ``on_output`` for sandbox.execute: decoded, redacted ``log`` events per stream."""
-        decoders: dict[str, Any] = {}
+        decoders: dict[str, TextDecoder] = {}
         redactors: dict[str, Any] = {}
 
         def on_output(stream: str, chunk: bytes | str) -> None:
             if stream not in decoders:
-                decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                decoders[stream] = TextDecoder()
                 redactors[stream] = self.redactor.stream()
-            text = chunk if isinstance(chunk, str) else decoders[stream].decode(chunk)
+            text = chunk if isinstance(chunk, str) else decoders[stream].feed(chunk)
             text = redactors[stream].feed(text)
             if text:
                 self.emit(ev.LogOutput(stream=stream, text=text, **where))
 
         def flush() -> None:
             for stream, redactor in redactors.items():
-                rest = redactor.feed(decoders[stream].decode(b"", final=True)) + redactor.flush()
+                rest = redactor.feed(decoders[stream].flush()) + redactor.flush()
                 if rest:
                     self.emit(ev.LogOutput(stream=stream, text=rest, **where))
 
