@@ -1,31 +1,43 @@
 """Host firewall and traffic shaping for sandbox networks (iptables, tc; never a shell).
 
-Every bridge this layer creates is named ``sbx...``, so two static rules cover all of them:
+Every bridge this layer creates is named ``sbx...``, so a few static rules cover all of them:
 
 * ``INPUT -i sbx+ -j DROP`` - a sandbox can never open a connection to the host itself (any of
   its addresses, including the bridge gateway: Redis, PostgreSQL, the Docker API, the app).
-* ``DOCKER-USER -i sbx+ -d 169.254.0.0/16 -j DROP`` (and any extra blocked CIDR) - no cloud
-  metadata service and no link-local neighbours through the forward path.
+* ``DOCKER-USER -i sbx+ ! -o sbx+ -d <cidr> -j DROP`` for the cloud metadata range
+  (169.254.0.0/16) and the private ranges (RFC 1918, CGNAT) - no metadata service, no LAN
+  services (a database in the same VPC) through the forward path. ``! -o sbx+`` leaves traffic
+  between members of one isolated group alone (Docker's own chains separate different bridges).
+* ``... -d <resolver> -p udp|tcp --dport 53 -j RETURN`` above those drops, for the host's DNS
+  servers: Docker's embedded DNS forwards lookups from inside the sandbox's namespace, so a
+  private-range resolver would otherwise be cut off and every lookup would hang for 20 s.
 
-Docker itself keeps ``DOCKER-USER`` first in ``FORWARD`` and never flushes it; the rules are
-re-checked (``-C``) once per process and inserted when missing, so a firewall reload heals.
+Docker keeps ``DOCKER-USER`` first in ``FORWARD`` and never flushes it. The rules are checked
+(``-C``) at most once a minute per process and rewritten as a block when any is missing, so a
+firewall reload heals and the order (RETURNs above DROPs) always holds.
 """
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterable
 
 from .errors import NetworkPolicyUnavailable, SandboxError, UnsupportedLimit
 
 BRIDGE_PREFIX = "sbx"
+METADATA_CIDR = "169.254.0.0/16"
+PRIVATE_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
 _LOCK_PATH = "/run/sandboxweb-iptables.lock"
-_installed: set[tuple[str, ...]] = set()
+_RECHECK_SECONDS = 60.0
+_checked_at: dict[tuple[str, ...], float] = {}
 _installed_lock = threading.Lock()
+_RESOLV_FILES = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
 
 
 def firewall_problem() -> str | None:
@@ -42,11 +54,46 @@ def _iptables(args: list[str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def required_rules(blocked_cidrs: Iterable[str]) -> list[tuple[str, list[str]]]:
+def resolver_addresses() -> list[str]:
+    """The IPv4 DNS servers Docker's embedded DNS forwards to (as Docker picks them)."""
+    for path in _RESOLV_FILES:
+        found = []
+        try:
+            with open(path) as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                try:
+                    address = ipaddress.ip_address(parts[1])
+                except ValueError:
+                    continue
+                if address.version == 4 and not address.is_loopback:
+                    found.append(str(address))
+        if found:
+            return found
+    return []
+
+
+def required_rules(
+    blocked_cidrs: Iterable[str], resolvers: Iterable[str] = ()
+) -> list[tuple[str, list[str]]]:
+    """Our rules, top to bottom within each chain."""
     iface = BRIDGE_PREFIX + "+"
+    leaving = ["-i", iface, "!", "-o", iface]
     rules = [("INPUT", ["-i", iface, "-j", "DROP"])]
+    for address in resolvers:
+        for proto in ("udp", "tcp"):
+            rules.append(
+                (
+                    "DOCKER-USER",
+                    [*leaving, "-d", f"{address}/32", "-p", proto, "--dport", "53", "-j", "RETURN"],
+                )
+            )
     for cidr in blocked_cidrs:
-        rules.append(("DOCKER-USER", ["-i", iface, "-d", cidr, "-j", "DROP"]))
+        rules.append(("DOCKER-USER", [*leaving, "-d", cidr, "-j", "DROP"]))
     return rules
 
 
@@ -54,7 +101,7 @@ def ensure_rules(blocked_cidrs: Iterable[str]) -> None:
     """Install the isolation rules if missing. Raises NetworkPolicyUnavailable if it cannot."""
     cidrs = tuple(blocked_cidrs)
     with _installed_lock:
-        if cidrs in _installed:
+        if time.monotonic() - _checked_at.get(cidrs, -1e9) < _RECHECK_SECONDS:
             return
         problem = firewall_problem()
         if problem:
@@ -62,38 +109,48 @@ def ensure_rules(blocked_cidrs: Iterable[str]) -> None:
                 f"Network isolation cannot be guaranteed: {problem}. Use network_mode='none', "
                 "or run the worker as root on the Docker host."
             )
+        rules = required_rules(cidrs, resolver_addresses())
         lock_fd = os.open(_LOCK_PATH, os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            for chain, spec in required_rules(cidrs):
-                if _iptables(["-C", chain, *spec]).returncode == 0:
+            if _iptables(["-n", "-L", "DOCKER-USER"]).returncode != 0:
+                made = _iptables(["-N", "DOCKER-USER"])
+                if made.returncode != 0 and "exists" not in made.stderr:
+                    raise NetworkPolicyUnavailable(f"iptables -N DOCKER-USER: {made.stderr}")
+            for chain in ("INPUT", "DOCKER-USER"):
+                mine = [spec for c, spec in rules if c == chain]
+                if all(_iptables(["-C", chain, *spec]).returncode == 0 for spec in mine):
                     continue
-                if chain == "DOCKER-USER" and _iptables(["-n", "-L", chain]).returncode != 0:
-                    made = _iptables(["-N", chain])
-                    if made.returncode != 0 and "exists" not in made.stderr:
-                        raise NetworkPolicyUnavailable(f"iptables -N {chain}: {made.stderr}")
-                done = _iptables(["-I", chain, "1", *spec])
-                if done.returncode != 0:
-                    raise NetworkPolicyUnavailable(
-                        f"Installing the sandbox firewall rule '{chain} {' '.join(spec)}' "
-                        f"failed: {done.stderr.strip()}"
-                    )
+                for spec in mine:  # rewrite the block so the order is right
+                    while _iptables(["-D", chain, *spec]).returncode == 0:
+                        pass
+                for spec in reversed(mine):
+                    done = _iptables(["-I", chain, "1", *spec])
+                    if done.returncode != 0:
+                        raise NetworkPolicyUnavailable(
+                            f"Installing the sandbox firewall rule '{chain} {' '.join(spec)}' "
+                            f"failed: {done.stderr.strip()}"
+                        )
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
             os.close(lock_fd)
-        _installed.add(cidrs)
+        _checked_at[cidrs] = time.monotonic()
 
 
-def rule_packet_count(chain: str, spec: list[str]) -> int:
-    """Packets matched so far by one of our rules (for tests and diagnostics)."""
-    done = _iptables(["-n", "-v", "-x", "-L", chain])
-    iface = spec[spec.index("-i") + 1] if "-i" in spec else None
-    dest = spec[spec.index("-d") + 1] if "-d" in spec else "0.0.0.0/0"
+def rule_packet_count(chain: str, cidr: str) -> int:
+    """Packets our DROP rule for ``cidr`` in ``chain`` has matched so far (tests, diagnostics)."""
+    done = _iptables(["-v", "-S", chain])
     total = 0
-    for line in done.stdout.splitlines()[2:]:
-        parts = line.split()
-        if len(parts) >= 9 and parts[2] == "DROP" and parts[5] == iface and parts[8] == dest:
-            total += int(parts[0])
+    for line in done.stdout.splitlines():
+        words = line.split()
+        if (
+            f"-i {BRIDGE_PREFIX}+" in line
+            and "-d" in words
+            and words[words.index("-d") + 1] == cidr
+            and line.rstrip().endswith("-j DROP")
+            and "-c" in words
+        ):
+            total += int(words[words.index("-c") + 1])
     return total
 
 

@@ -173,7 +173,14 @@ class DockerOptions:
     nofile: int = 1024
     runtime: str | None = None  # e.g. "runsc" where gVisor is installed
     egress_network: str = "sbx-egress"
-    blocked_cidrs: tuple[str, ...] = ("169.254.0.0/16",)
+    # Destinations a bridged sandbox may never reach: cloud metadata, RFC 1918, CGNAT.
+    blocked_cidrs: tuple[str, ...] = (
+        "169.254.0.0/16",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+    )
 
 
 @dataclass(frozen=True)

@@ -93,17 +93,18 @@ def test_bridge_reaches_out_but_not_the_host_or_metadata(manager, host_listener)
         host_ip = socket.gethostbyname(socket.gethostname())
         if not host_ip.startswith("127."):
             assert not reach(box, host_ip, host_listener)
-        # Cloud metadata: dropped by our DOCKER-USER rule (its packet counter proves it).
-        rule = ["-i", "sbx+", "-d", "169.254.0.0/16"]
-        before = rule_packet_count("DOCKER-USER", rule)
-        assert not reach(box, "169.254.169.254", 80)
-        assert rule_packet_count("DOCKER-USER", rule) > before
+        # Cloud metadata and private networks (a database in the same VPC): dropped by our
+        # DOCKER-USER rules, whose packet counters prove they are what stopped the packets.
+        for address, cidr in (("169.254.169.254", "169.254.0.0/16"), ("10.1.2.3", "10.0.0.0/8")):
+            before = rule_packet_count("DOCKER-USER", cidr)
+            assert not reach(box, address, 80)
+            assert rule_packet_count("DOCKER-USER", cidr) > before, cidr
         # Sandboxes on the egress bridge cannot reach each other (ICC off).
         peer.execute("sh", ["-c", SERVE])
         time.sleep(0.7)
         peer_ip = peer.execute("hostname", ["-i"]).stdout.split()[0]
         assert not reach(box, peer_ip, 8000)
-        # Egress itself works whenever this host has it.
+        # Egress itself, and DNS through the host's resolver, work whenever this host has them.
         try:
             socket.create_connection(("the-package-mirror", 80), timeout=3).close()
             host_online = True
