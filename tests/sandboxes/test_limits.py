@@ -168,3 +168,30 @@ def test_network_bandwidth_is_shaped(manager):
     finally:
         for box in (limited, free, server):
             box.destroy()
+
+
+def test_remote_engine_fallbacks(manager, monkeypatch):
+    """Without host access (a remote DOCKER_HOST) the same guarantees hold through the API:
+    a tmpfs workspace, the in-sandbox killer, OOM from the cgroup file, stats from the Engine."""
+    from apps.sandboxes import UnsupportedLimit
+    from apps.sandboxes.docker import DockerProvider
+
+    monkeypatch.setattr(DockerProvider, "is_local", lambda self, options=None: False)
+    with pytest.raises(UnsupportedLimit, match="network_mbps"):
+        manager.create_sandbox(
+            SandboxConfig(network_mode="bridge", limits=ResourceLimits(network_mbps=5))
+        )
+    config = SandboxConfig(limits=ResourceLimits(memory_mb=64, disk_mb=16))
+    with manager.create_sandbox(config) as box:
+        assert box.disk_path is None  # tmpfs-backed workspace
+        result = box.execute(
+            "sh", ["-c", "sleep 60 & (setsid sleep 61 >/dev/null 2>&1 &); wait"], timeout=1
+        )
+        assert result.timed_out and result.exit_code == 124
+        assert "sleep 6" not in box.execute("ps", ["-eo", "args"]).stdout
+        hog = box.execute("python3", ["-c", MEMORY_HOG], timeout=60)
+        assert hog.oom_killed and hog.end_reason == "oom"
+        box.write_file("f.bin", b"x" * 2_000_000)
+        stats = box.get_stats()
+        assert stats.memory_limit_mb == 64 and stats.pids >= 2
+        assert stats.disk_usage_mb >= 1.5 and stats.disk_limit_mb and stats.disk_limit_mb <= 16
