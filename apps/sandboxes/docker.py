@@ -44,6 +44,7 @@ from .errors import (
     SandboxStateError,
     SandboxTimeout,
     SandboxUnavailable,
+    UnsupportedLimit,
 )
 from .hostview import HostView
 from .paths import workspace_path
@@ -529,7 +530,7 @@ class DockerSandbox(Sandbox):
                 f"Docker refused the command in sandbox {self.id}: {_first_line(exc)}"
             ) from exc
         duration_ms = (time.monotonic() - started) * 1000
-        if status == "timeout" and limit >= remaining - 0.05 and timeout is None:
+        if status == "timeout" and limit >= remaining - 0.05:  # the sandbox deadline bound it
             self._end_by_deadline()
         if code is None:
             code = -1
@@ -1070,7 +1071,7 @@ class DockerProvider(SandboxProvider):
                 None if self.is_local(options) else "the Docker Engine is not on this host"
             )
             if problem:
-                raise hostnet.UnsupportedLimit(
+                raise UnsupportedLimit(
                     f"network_mbps={limits.network_mbps} cannot be enforced: {problem}. "
                     "Remove the limit or use network_mode='none'."
                 )
@@ -1213,7 +1214,7 @@ class DockerProvider(SandboxProvider):
                 None if self.is_local(options) else "the Docker Engine is not on this host"
             )
             if problem:
-                raise hostnet.UnsupportedLimit(
+                raise UnsupportedLimit(
                     f"disk_mb cannot be enforced with the loop backend: {problem}. "
                     "Use DockerOptions(disk_backend='tmpfs') or disk_mb=None."
                 )

@@ -202,3 +202,14 @@ def test_reap_removes_dangling_volumes_of_the_owner(sandbox_owner, client):
         assert _exists(client, "volume", volume.name), "young volumes may be mid-create"
         sweeper.reap_orphans(grace_seconds=0)
     assert not _exists(client, "volume", volume.name)
+
+
+def test_impossible_cpu_request_is_a_clear_error_and_leaks_nothing(manager, client):
+    from apps.sandboxes import InvalidSandboxConfig
+
+    before = {v.name for v in client.volumes.list()}
+    with pytest.raises(InvalidSandboxConfig, match="cpu_cores=512"):
+        manager.create_sandbox(SandboxConfig(limits=ResourceLimits(cpu_cores=512)))
+    assert not manager.list_sandboxes()
+    leaked = {v.name for v in client.volumes.list()} - before
+    assert not [name for name in leaked if name.startswith("sbxv-")]
