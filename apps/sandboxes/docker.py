@@ -1084,10 +1084,9 @@ class DockerProvider(SandboxProvider):
         try:
             network_name, network_kwargs = self._network_for(config, sandbox_id, labels, api)
             driver_opts, disk_path = self._workspace_volume(options, limits, volume, uid, gid)
-            vol_labels = {k: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)}
             with engine_errors(f"create the workspace of {sandbox_id}"):
                 api.create_volume(
-                    volume, driver="local", driver_opts=driver_opts, labels=vol_labels
+                    volume, driver="local", driver_opts=driver_opts, labels=dict(labels)
                 )
             created_volume = True
             labels[LABEL_VOLUME] = volume

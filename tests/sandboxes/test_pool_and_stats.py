@@ -70,12 +70,13 @@ def test_pooled_sandbox_takes_a_deterministic_id(pooled_manager):
 
 
 def test_close_destroys_the_pool(sandbox_owner):
-    from tests.sandboxes.conftest import leftovers
-
+    marker = f"pool-close-{time.time_ns()}"
     manager = SandboxManager(owner=sandbox_owner, pool_size=2)
-    manager.prewarm(SandboxConfig(labels={"pool-close": "1"}))
+    assert manager.prewarm(SandboxConfig(labels={"case": marker})) == 2
     manager.close()
-    assert not leftovers(sandbox_owner)["containers"]
+    client = docker.from_env()
+    assert not client.containers.list(all=True, filters={"label": f"case={marker}"})
+    assert not client.volumes.list(filters={"label": f"case={marker}"})
 
 
 def test_stats_are_real_and_cheap(shared_box):
