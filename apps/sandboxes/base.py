@@ -128,17 +128,19 @@ class Sandbox(ABC):
         workdir: str | None = None,
         stdin: bytes | str | None = None,
         on_output: OutputCallback | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult: ...
 
     @abstractmethod
     def write_file(self, path: str, content: str | bytes | IO[bytes]) -> None: ...
 
     @abstractmethod
-    def read_file(self, path: str) -> bytes: ...
+    def read_file(self, path: str, *, max_bytes: int = 1 << 30) -> bytes:
+        """The file's bytes; ``FileTooLarge`` above ``max_bytes`` (use ``read_file_to``)."""
 
-    def read_file_to(self, path: str, destination: IO[bytes]) -> int:
+    def read_file_to(self, path: str, destination: IO[bytes], *, max_bytes: int = 1 << 62) -> int:
         """Stream a file into ``destination``; returns the byte count. Default: via read_file."""
-        data = self.read_file(path)
+        data = self.read_file(path, max_bytes=max_bytes)
         destination.write(data)
         return len(data)
 
