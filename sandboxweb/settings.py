@@ -27,6 +27,8 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "apps.core",
+    "apps.projects",
+    "apps.runs",
 ]
 
 MIDDLEWARE = [
@@ -104,6 +106,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_DEFAULT_QUEUE = env.get_str("CELERY_QUEUE", "sandboxweb")
+# The sweeper (apps/runs/tasks.py) also runs once when a worker starts; beat repeats it.
+CELERY_BEAT_SCHEDULE = {
+    "runs-sweep": {"task": "runs.sweep", "schedule": env.get_int("RUN_SWEEP_SECONDS", 45)},
+}
 
 # Sandboxes
 DOCKER_HOST = env.get_str("DOCKER_HOST")
@@ -120,6 +126,30 @@ ANTHROPIC_BASE_URL = env.get_str("ANTHROPIC_BASE_URL")
 if ANTHROPIC_BASE_URL:
     env.get_url("ANTHROPIC_BASE_URL", ANTHROPIC_BASE_URL, schemes=("http", "https"))
 E2B_API_KEY = env.get_str("E2B_API_KEY")
+
+# Runs (apps/runs). The maxima are the admin's limits: requests above them are clamped at launch
+# and again in the worker (apps/runs/limits.py); a later issue moves them into the database.
+_MB = 1024 * 1024
+RUN_LIMITS = {
+    "cpu_cores": float(env.get_int("RUN_MAX_CPU_CORES", 4, minimum=1)),
+    "memory_mb": env.get_int("RUN_MAX_MEMORY_MB", 8192, minimum=64),
+    "disk_mb": env.get_int("RUN_MAX_DISK_MB", 20480, minimum=64),
+    "timeout_seconds": env.get_int("RUN_MAX_TIMEOUT_SECONDS", 6 * 3600, minimum=10),
+    "max_turns": env.get_int("RUN_MAX_TURNS", 500, minimum=1),
+    "log_limit_mb": env.get_int("RUN_MAX_LOG_MB", 256, minimum=1),
+}
+# Per-run log cap default: past it output is counted but not stored; past the hard cap (a
+# multiple of it) the sandbox is killed and the run ends with reason output_limit.
+RUN_LOG_LIMIT_MB = env.get_int("RUN_LOG_LIMIT_MB", 16, minimum=1)
+RUN_LOG_HARD_LIMIT_FACTOR = env.get_int("RUN_LOG_HARD_LIMIT_FACTOR", 4, minimum=1)
+RUN_STATS_INTERVAL_SECONDS = float(env.get_int("RUN_STATS_INTERVAL_MS", 1500, minimum=250)) / 1000
+RUN_LEASE_SECONDS = env.get_int("RUN_LEASE_SECONDS", 60, minimum=10)
+RUN_MAX_ATTEMPTS = env.get_int("RUN_MAX_ATTEMPTS", 2, minimum=1)
+# Runs whose queue message was lost (Redis restart) are enqueued again after this long.
+RUN_REQUEUE_AFTER_SECONDS = env.get_int("RUN_REQUEUE_AFTER_SECONDS", 300, minimum=30)
+# Fernet keys for project secrets, newest first (MultiFernet); empty: derived from SECRET_KEY.
+SECRETS_KEYS = env.get_list("SECRETS_KEYS", [])
+ARTIFACT_MAX_BYTES = env.get_int("ARTIFACT_MAX_MB", 20, minimum=1) * _MB
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

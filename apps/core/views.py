@@ -4,6 +4,9 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from apps.projects.selectors import list_projects_for_user
+from apps.runs.selectors import recent_runs_for_user
+
 from .health import run_checks
 
 
@@ -30,4 +33,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "core/home.html", {"checks": run_checks()})
+    return render(
+        request,
+        "core/home.html",
+        {
+            "checks": run_checks(),
+            "recent_runs": recent_runs_for_user(user=request.user, limit=8),
+            "projects": list(list_projects_for_user(user=request.user)[:8]),
+        },
+    )

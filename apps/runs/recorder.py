@@ -1,0 +1,504 @@
+"""The one writer of a run's event log: persist first, then ring the bell.
+
+:func:`append_events` is the only code that assigns ``seq`` numbers. It locks the run row, gives
+the events the next gap-free numbers, writes them, advances ``Run.last_seq`` and, after the commit,
+notifies the run's group with the highest ``seq``. State transitions (services.transition) and the
+worker's :class:`RunRecorder` both go through it, so they can never hand out the same number.
+
+:class:`RunRecorder` sits between the executor and the database in the worker. ``record`` is
+cheap and thread-safe: it turns executor events into stored events, assembles log output into
+whole lines (numbered from 1 across the run), merges streamed text pieces, and buffers. A flusher
+thread writes the buffer every ~100 ms, or sooner when it grows, in one transaction. Memory is
+bounded: past ``log_limit_bytes`` log text is counted but not kept (one ``log_truncated`` marker
+says so), past ``hard_limit_bytes`` the ``on_limit`` callback asks the caller to kill the run, and
+``record`` blocks (back-pressure on the sandbox output stream) while the database lags behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db import DatabaseError, close_old_connections, connection, transaction
+
+from .channels import notify_run
+from .exceptions import LeaseLost
+from .models import Run, RunEvent
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_CHARS = 16 * 1024  # longer lines are split (a 100 MB line must not live in memory)
+MAX_LINES_PER_EVENT = 2000
+MAX_EVENT_TEXT_BYTES = 512 * 1024
+MAX_FIELD_CHARS = 64 * 1024  # any one string in an event's data
+FLUSH_INTERVAL = 0.1
+FLUSH_SOON_BYTES = 256 * 1024
+MAX_PENDING_BYTES = 8 * 1024 * 1024
+PARTIAL_LINE_AFTER = 0.5  # a line without newline is shown after this long (prompts, dots)
+RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+# Executor event types renamed for storage: its "status" is a phase of the run, not our state.
+RENAMED_TYPES = {"status": "phase"}
+LimitCallback = Callable[[str], None]
+
+
+@dataclass
+class NewEvent:
+    type: str
+    ts: float
+    data: dict = field(default_factory=dict)
+    text: str = ""
+    line_start: int | None = None
+    line_count: int = 0
+
+
+def _timestamp(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+
+
+def append_events(
+    run_id: int,
+    events: list[NewEvent],
+    *,
+    lease_owner: str | None = None,
+    updates: Mapping[str, Any] | None = None,
+) -> int:
+    """Append ``events`` to the run's log; returns the run's last ``seq``.
+
+    Call inside ``transaction.atomic()``. With ``lease_owner`` the write happens only while that
+    worker still holds the run (else :class:`LeaseLost`, nothing written). ``updates`` are run
+    fields to set in the same transaction. Watchers are notified after the commit.
+    """
+    row = (
+        Run.objects.select_for_update()
+        .filter(pk=run_id)
+        .values_list("last_seq", "lease_owner")
+        .first()
+    )
+    if row is None:
+        raise Run.DoesNotExist(f"run {run_id} does not exist")
+    last_seq, owner = row
+    if lease_owner is not None and owner != lease_owner:
+        raise LeaseLost(f"run {run_id} is held by {owner or 'nobody'} now, not {lease_owner}")
+    if events:
+        RunEvent.objects.bulk_create(
+            [
+                RunEvent(
+                    run_id=run_id,
+                    seq=last_seq + index,
+                    type=event.type,
+                    ts=_timestamp(event.ts),
+                    data=event.data,
+                    text=event.text,
+                    line_start=event.line_start,
+                    line_count=event.line_count,
+                )
+                for index, event in enumerate(events, start=1)
+            ],
+            batch_size=500,
+        )
+    upto = last_seq + len(events)
+    fields = dict(updates or {})
+    if events:
+        fields["last_seq"] = upto
+    if fields:
+        Run.objects.filter(pk=run_id).update(**fields)
+    if events:
+        transaction.on_commit(lambda: notify_run(run_id, upto))
+    return upto
+
+
+def clean_value(value: Any, limit: int = MAX_FIELD_CHARS) -> Any:
+    """JSON data safe for every database: no NUL characters, no unbounded strings."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            value = value.replace("\x00", "")
+        if len(value) > limit:
+            dropped = len(value) - limit
+            value = value[:limit] + f"\n[… {dropped} more characters not stored]"
+        return value
+    if isinstance(value, Mapping):
+        return {str(k).replace("\x00", ""): clean_value(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_value(v, limit) for v in value]
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _size_hint(data: Mapping[str, Any]) -> int:
+    return 200 + sum(len(v) for v in data.values() if isinstance(v, str))
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "replace"))
+
+
+class _LogBatch:
+    __slots__ = ("first_line", "lines", "nbytes", "source", "stream", "ts")
+
+    def __init__(self, stream: str, source: dict, first_line: int, ts: float) -> None:
+        self.stream = stream
+        self.source = source
+        self.first_line = first_line
+        self.lines: list[str] = []
+        self.nbytes = 0
+        self.ts = ts
+
+    def to_event(self) -> NewEvent:
+        return NewEvent(
+            type="log",
+            ts=self.ts,
+            data={"stream": self.stream, **self.source},
+            text="\n".join(self.lines),
+            line_start=self.first_line,
+            line_count=len(self.lines),
+        )
+
+
+class RunRecorder:
+    """Buffers a run's events and writes them in order; see the module docstring."""
+
+    def __init__(
+        self,
+        run: Run,
+        *,
+        lease_owner: str | None,
+        log_limit_bytes: int,
+        hard_limit_bytes: int | None = None,
+        on_limit: LimitCallback | None = None,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.run_id = run.pk
+        self.lease_owner = lease_owner
+        self.log_limit_bytes = log_limit_bytes
+        self.hard_limit_bytes = hard_limit_bytes
+        self.on_limit = on_limit
+        self.flush_interval = flush_interval
+        self._cond = threading.Condition()
+        self._write_lock = threading.Lock()
+        self._items: list[NewEvent | _LogBatch] = []
+        self._pending_bytes = 0
+        self._partial: dict[str, tuple[str, float, dict]] = {}
+        self._next_line = run.log_lines + 1
+        self.truncated = run.log_dropped_bytes > 0
+        self.totals: dict[str, Any] = {
+            "log_lines": run.log_lines,
+            "log_bytes": run.log_bytes,
+            "log_dropped_bytes": run.log_dropped_bytes,
+            "turns": run.turns,
+            "peak_memory_mb": run.peak_memory_mb,
+        }
+        self._written: dict[str, Any] = dict(self.totals)
+        self._limit_fired = False
+        self.lost = False
+        self.closed = False
+        self.last_written_seq = run.last_seq
+        self.write_errors = 0
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> RunRecorder:
+        self._thread = threading.Thread(
+            target=self._flush_loop, name=f"run-{self.run_id}-recorder", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Write everything (partial lines included) and stop the flusher. Idempotent."""
+        with self._cond:
+            if self.closed:
+                return
+            for stream in list(self._partial):
+                self._release_partial(stream)
+            self.closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+        self.flush()
+
+    def __enter__(self) -> RunRecorder:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- recording (any thread) ---------------------------------------------------------------
+
+    def record(self, event: Any) -> None:
+        """Take an executor event (or its ``to_dict()``)."""
+        data = event.to_dict() if hasattr(event, "to_dict") else dict(event)
+        kind = str(data.pop("type", "event"))
+        ts = float(data.pop("ts", None) or time.time())
+        if kind == "log":
+            source = {
+                key: data[key]
+                for key in ("tool_use_id", "command_index")
+                if data.get(key) is not None
+            }
+            self.log(str(data.get("stream") or "stdout"), str(data.get("text") or ""), source, ts)
+            return
+        self.record_event(RENAMED_TYPES.get(kind, kind), data, ts=ts)
+
+    def record_event(self, kind: str, data: Mapping[str, Any], *, ts: float | None = None) -> None:
+        data = clean_value(dict(data))
+        ts = ts or time.time()
+        with self._cond:
+            if self.lost:
+                return
+            self._wait_for_room()
+            self._track(kind, data)
+            last = self._items[-1] if self._items else None
+            if (
+                kind == "text_delta"
+                and isinstance(last, NewEvent)
+                and last.type == "text_delta"
+                and last.data.get("turn") == data.get("turn")
+                and len(last.data.get("text", "")) < MAX_FIELD_CHARS
+            ):
+                last.data["text"] = last.data.get("text", "") + data.get("text", "")
+                self._pending_bytes += len(data.get("text", ""))
+                return
+            self._items.append(NewEvent(type=kind, ts=ts, data=data))
+            self._pending_bytes += _size_hint(data)
+            if self._pending_bytes >= FLUSH_SOON_BYTES:
+                self._cond.notify_all()
+
+    def log(
+        self, stream: str, text: str, source: dict | None = None, ts: float | None = None
+    ) -> None:
+        """Log output as it arrives (any chunking); stored as whole, numbered lines."""
+        if not text:
+            return
+        if "\x00" in text:
+            text = text.replace("\x00", "")
+        ts = ts or time.time()
+        source = source or {}
+        fire = False
+        with self._cond:
+            if self.lost:
+                return
+            self._wait_for_room()
+            pending = self._partial.pop(stream, None)
+            since = ts
+            if pending is not None:
+                if pending[2] != source:  # another command/tool started: the old line is done
+                    self._add_lines(stream, pending[2], [pending[0]], pending[1])
+                else:
+                    text = pending[0] + text
+                    since = pending[1]
+            lines = text.split("\n")
+            rest = lines.pop()
+            if len(rest) > MAX_LINE_CHARS:
+                while len(rest) > MAX_LINE_CHARS:
+                    lines.append(rest[:MAX_LINE_CHARS])
+                    rest = rest[MAX_LINE_CHARS:]
+            if rest:
+                self._partial[stream] = (rest, since, source)
+            if lines:
+                self._add_lines(stream, source, lines, ts)
+            fire = self._over_hard_limit()
+            if self._pending_bytes >= FLUSH_SOON_BYTES:
+                self._cond.notify_all()
+        if fire:
+            self._fire_limit("output_limit")
+
+    def flush(self) -> int:
+        """Write what is buffered now, in the calling thread; returns the last written seq."""
+        with self._write_lock:
+            self._write_pending()
+        return self.last_written_seq
+
+    # -- internals (callers hold self._cond) -------------------------------------------------
+
+    def _wait_for_room(self) -> None:
+        while self._pending_bytes > MAX_PENDING_BYTES and not self.lost and self._thread:
+            if not self._thread.is_alive():
+                break
+            self._cond.notify_all()
+            self._cond.wait(timeout=0.5)
+
+    def _track(self, kind: str, data: Mapping[str, Any]) -> None:
+        totals = self.totals
+        if kind == "turn_started":
+            totals["turns"] = max(int(totals.get("turns") or 0), int(data.get("turn") or 0))
+        elif kind == "usage":
+            total = data.get("total") or {}
+            for key in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+                totals[key] = int(total.get(key) or 0)
+            totals["total_tokens"] = sum(
+                totals[k]
+                for k in (
+                    "input_tokens",
+                    "output_tokens",
+                    "cache_read_tokens",
+                    "cache_write_tokens",
+                )
+            )
+            totals["cost_usd"] = Decimal(str(round(float(total.get("cost_usd") or 0), 6)))
+        elif kind == "stats":
+            memory = data.get("memory_mb")
+            if isinstance(memory, int | float):
+                totals["peak_memory_mb"] = max(float(totals.get("peak_memory_mb") or 0), memory)
+        elif kind == "command_finished":
+            totals["exit_code"] = data.get("exit_code")
+
+    def _add_lines(self, stream: str, source: dict, lines: list[str], ts: float) -> None:
+        if any(len(line) > MAX_LINE_CHARS for line in lines):
+            split: list[str] = []
+            for line in lines:
+                while len(line) > MAX_LINE_CHARS:
+                    split.append(line[:MAX_LINE_CHARS])
+                    line = line[MAX_LINE_CHARS:]
+                split.append(line)
+            lines = split
+        nbytes = _utf8_len("\n".join(lines)) + 1
+        totals = self.totals
+        if self.truncated:
+            totals["log_dropped_bytes"] += nbytes
+            return
+        room = self.log_limit_bytes - totals["log_bytes"]
+        cut = False
+        if nbytes > room:
+            kept, used = [], 0
+            for line in lines:
+                size = _utf8_len(line) + 1
+                if used + size > room:
+                    break
+                kept.append(line)
+                used += size
+            totals["log_dropped_bytes"] += nbytes - used
+            lines, nbytes, cut = kept, used, True
+        if lines:
+            self._append_lines(stream, source, lines, nbytes, ts)
+        if cut:
+            self.truncated = True
+            self._items.append(
+                NewEvent(
+                    type="log_truncated",
+                    ts=ts,
+                    data={"limit_bytes": self.log_limit_bytes, "line": self._next_line},
+                )
+            )
+
+    def _append_lines(
+        self, stream: str, source: dict, lines: list[str], nbytes: int, ts: float
+    ) -> None:
+        totals = self.totals
+        totals["log_bytes"] += nbytes
+        totals["log_lines"] += len(lines)
+        self._pending_bytes += nbytes
+        last = self._items[-1] if self._items else None
+        index = 0
+        while index < len(lines):
+            if (
+                isinstance(last, _LogBatch)
+                and last.stream == stream
+                and last.source == source
+                and len(last.lines) < MAX_LINES_PER_EVENT
+                and last.nbytes < MAX_EVENT_TEXT_BYTES
+            ):
+                batch = last
+            else:
+                batch = _LogBatch(stream, source, self._next_line, ts)
+                self._items.append(batch)
+            take = lines[index : index + MAX_LINES_PER_EVENT - len(batch.lines)]
+            batch.lines.extend(take)
+            batch.nbytes += nbytes * len(take) // len(lines) + 1
+            self._next_line += len(take)
+            index += len(take)
+            last = None
+
+    def _release_partial(self, stream: str) -> None:
+        pending = self._partial.pop(stream, None)
+        if pending is not None:
+            self._add_lines(stream, pending[2], [pending[0]], pending[1])
+
+    def _over_hard_limit(self) -> bool:
+        if self.hard_limit_bytes is None or self._limit_fired:
+            return False
+        seen = self.totals["log_bytes"] + self.totals["log_dropped_bytes"]
+        if seen > self.hard_limit_bytes:
+            self._limit_fired = True
+            return True
+        return False
+
+    def _fire_limit(self, reason: str) -> None:
+        if self.on_limit is not None:
+            try:
+                self.on_limit(reason)
+            except Exception:
+                log.exception("run %s: on_limit(%s) failed", self.run_id, reason)
+
+    # -- the flusher --------------------------------------------------------------------------
+
+    def _flush_loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    if not self.closed:
+                        self._cond.wait(timeout=self.flush_interval)
+                    now = time.time()
+                    for stream, (_, since, _) in list(self._partial.items()):
+                        if now - since >= PARTIAL_LINE_AFTER:
+                            self._release_partial(stream)
+                    done = self.closed
+                with self._write_lock:
+                    self._write_pending()
+                if done or self.lost:
+                    return
+        finally:
+            connection.close()
+
+    def _write_pending(self) -> None:
+        with self._cond:
+            items, self._items = self._items, []
+            pending_bytes = self._pending_bytes
+            updates = {k: v for k, v in self.totals.items() if self._written.get(k) != v}
+        if not items and not updates:
+            return
+        events = [item.to_event() if isinstance(item, _LogBatch) else item for item in items]
+        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+            try:
+                with transaction.atomic():
+                    upto = append_events(
+                        self.run_id, events, lease_owner=self.lease_owner, updates=updates
+                    )
+                break
+            except LeaseLost as exc:
+                log.warning("run %s: %s; dropping %d events", self.run_id, exc, len(events))
+                with self._cond:
+                    self.lost = True
+                    self._items.clear()
+                    self._pending_bytes = 0
+                    self._cond.notify_all()
+                self._fire_limit("lease_lost")
+                return
+            except DatabaseError as exc:
+                self.write_errors += 1
+                log.warning(
+                    "run %s: writing events failed (%s), attempt %d", self.run_id, exc, attempt
+                )
+                with contextlib.suppress(Exception):
+                    close_old_connections()
+                    connection.close()
+                if delay is None:
+                    # Keep them (in order, ahead of newer ones); the next round tries again.
+                    with self._cond:
+                        self._items[:0] = items
+                    return
+                time.sleep(delay)
+        self.last_written_seq = upto
+        self._written.update(updates)
+        with self._cond:
+            self._pending_bytes = max(0, self._pending_bytes - pending_bytes)
+            self._cond.notify_all()

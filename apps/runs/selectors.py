@@ -1,0 +1,378 @@
+"""Reads of runs. ``runs_visible_to`` is the one access rule for runs (it follows projects)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from apps.projects.selectors import projects_visible_to
+
+from . import ansi
+from .models import Artifact, Run, RunEvent
+from .recorder import MAX_LINES_PER_EVENT
+
+User = AbstractBaseUser | AnonymousUser
+TAIL_LINES = 1000
+PAGE_LINES = 2000
+NON_TIMELINE_TYPES = ("log", "stats", "files")
+
+
+def runs_visible_to(user: User) -> QuerySet[Run]:
+    return Run.objects.filter(project__in=projects_visible_to(user))
+
+
+def get_run_for_user(*, user: User, run_id: int | str) -> Run:
+    """The run with its project, or Http404 for anyone who may not see it."""
+    try:
+        return runs_visible_to(user).select_related("project", "user").get(pk=int(run_id))
+    except (Run.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such run") from None
+
+
+def can_view_run(*, user: User, run_id: int) -> bool:
+    return runs_visible_to(user).filter(pk=run_id).exists()
+
+
+def get_artifact_for_user(*, user: User, run_id: int | str, artifact_id: int | str) -> Artifact:
+    run = get_run_for_user(user=user, run_id=run_id)
+    try:
+        return run.artifacts.get(pk=int(artifact_id))
+    except (Artifact.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such artifact") from None
+
+
+def queue_position(*, run: Run) -> int:
+    """1 = next to start."""
+    return Run.objects.filter(status=Run.Status.QUEUED, created_at__lt=run.created_at).count() + 1
+
+
+# -- the event stream ----------------------------------------------------------------------------
+
+
+def event_payload(
+    seq: int, kind: str, ts: dt.datetime, data: dict, text: str, line_start: int | None
+) -> dict[str, Any]:
+    """What browsers receive for one event (over the socket or embedded in the page)."""
+    if line_start is not None:
+        data = {**data, "line": line_start, "text": text}
+    return {"seq": seq, "type": kind, "ts": round(ts.timestamp(), 3), "data": data}
+
+
+def events_after(
+    *, run_id: int, after: int, limit: int = 500, max_bytes: int = 1024 * 1024
+) -> list[dict[str, Any]]:
+    """The next page of events with ``seq > after``, in order (at most ``limit`` events, and
+    stopping once ``max_bytes`` of log text are in the page)."""
+    payloads: list[dict[str, Any]] = []
+    size = 0
+    rows = (
+        RunEvent.objects.filter(run_id=run_id, seq__gt=after)
+        .order_by("seq")
+        .values_list("seq", "type", "ts", "data", "text", "line_start")[:limit]
+    )
+    for row in rows:
+        payloads.append(event_payload(*row))
+        size += len(row[4]) + 200
+        if size >= max_bytes:
+            break
+    return payloads
+
+
+def run_state(*, run_id: int) -> tuple[str, int] | None:
+    return Run.objects.filter(pk=run_id).values_list("status", "last_seq").first()
+
+
+# -- the log --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogLine:
+    number: int
+    text: str
+    stream: str
+    ts: dt.datetime
+
+    @property
+    def html(self) -> str:
+        return ansi.to_html(self.text)
+
+    @property
+    def plain(self) -> str:
+        return ansi.plain(self.text)
+
+
+def _lines_of(rows: Any, first: int, last: int) -> list[LogLine]:
+    lines: list[LogLine] = []
+    for line_start, text, ts, data in rows:
+        stream = data.get("stream", "stdout")
+        for offset, line in enumerate(text.split("\n")):
+            number = line_start + offset
+            if first <= number <= last:
+                lines.append(LogLine(number=number, text=line, stream=stream, ts=ts))
+    return lines
+
+
+def log_lines(*, run: Run, first: int, last: int) -> list[LogLine]:
+    """Lines ``first``..``last`` (1-based, inclusive) of the run's log."""
+    first = max(1, first)
+    if last < first:
+        return []
+    rows = (
+        RunEvent.objects.filter(
+            run_id=run.pk,
+            line_start__isnull=False,
+            line_start__gt=first - MAX_LINES_PER_EVENT,
+            line_start__lte=last,
+        )
+        .order_by("line_start")
+        .values_list("line_start", "text", "ts", "data")
+    )
+    return _lines_of(rows, first, last)
+
+
+def log_tail(*, run: Run, count: int = TAIL_LINES) -> list[LogLine]:
+    last = run.log_lines
+    return log_lines(run=run, first=last - count + 1, last=last)
+
+
+@dataclass
+class SearchResult:
+    query: str
+    matches: list[LogLine] = field(default_factory=list)
+    total: int = 0
+    limit: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.matches)
+
+
+def search_log(*, run: Run, query: str, limit: int = 500) -> SearchResult:
+    """Case-insensitive substring search over the whole log (colours ignored).
+
+    The database narrows the events down (``icontains`` on their text); lines are matched here.
+    """
+    result = SearchResult(query=query, limit=limit)
+    needle = query.casefold()
+    if not needle:
+        return result
+    rows = (
+        RunEvent.objects.filter(run_id=run.pk, type="log", text__icontains=query)
+        .order_by("seq")
+        .values_list("line_start", "text", "ts", "data")
+        .iterator(chunk_size=200)
+    )
+    for line_start, text, ts, data in rows:
+        for offset, line in enumerate(text.split("\n")):
+            if needle in line.casefold() and needle in ansi.plain(line).casefold():
+                result.total += 1
+                if len(result.matches) < limit:
+                    result.matches.append(
+                        LogLine(
+                            number=line_start + offset,
+                            text=line,
+                            stream=data.get("stream", "stdout"),
+                            ts=ts,
+                        )
+                    )
+    return result
+
+
+def iter_raw_log(*, run: Run) -> Iterator[str]:
+    """The whole log as written (colour codes included), for download."""
+    rows = (
+        RunEvent.objects.filter(run_id=run.pk, type="log")
+        .order_by("seq")
+        .values_list("text", flat=True)
+        .iterator(chunk_size=100)
+    )
+    for text in rows:
+        yield text + "\n"
+
+
+# -- the rest of the page ------------------------------------------------------------------------
+
+
+def timeline_events(*, run: Run) -> list[dict[str, Any]]:
+    rows = (
+        RunEvent.objects.filter(run_id=run.pk)
+        .exclude(type__in=NON_TIMELINE_TYPES)
+        .order_by("seq")
+        .values_list("seq", "type", "ts", "data", "text", "line_start")
+    )
+    return [event_payload(*row) for row in rows]
+
+
+def stats_samples(*, run: Run, max_points: int = 900) -> list[dict[str, Any]]:
+    rows = list(
+        RunEvent.objects.filter(run_id=run.pk, type="stats")
+        .order_by("seq")
+        .values_list("seq", "ts", "data")
+    )
+    if len(rows) > max_points:
+        step = len(rows) / max_points
+        rows = [rows[int(i * step)] for i in range(max_points - 1)] + [rows[-1]]
+    return [{"seq": seq, "ts": round(ts.timestamp(), 3), **data} for seq, ts, data in rows]
+
+
+def latest_file_listing(*, run: Run) -> dict[str, Any] | None:
+    row = (
+        RunEvent.objects.filter(run_id=run.pk, type="files")
+        .order_by("-seq")
+        .values_list("seq", "data")
+        .first()
+    )
+    if row is None:
+        return None
+    return {"seq": row[0], **row[1]}
+
+
+def artifacts_of(*, run: Run) -> QuerySet[Artifact]:
+    return run.artifacts.defer("content").order_by("path")
+
+
+# -- history --------------------------------------------------------------------------------------
+
+SORTS = {
+    "created": "created_at",
+    "duration": "duration_ms",
+    "cost": "cost_usd",
+    "tokens": "total_tokens",
+}
+
+
+@dataclass
+class HistoryFilters:
+    project: int | None = None
+    status: list[str] = field(default_factory=list)
+    user: str = ""
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    min_duration: float | None = None  # seconds
+    max_duration: float | None = None
+    min_cost: Decimal | None = None
+    max_cost: Decimal | None = None
+    sort: str = "created"
+    descending: bool = True
+
+
+@dataclass
+class HistoryPage:
+    runs: list[Run]
+    next_cursor: str | None
+    prev_cursor: str | None
+
+
+def encode_cursor(value: Any, pk: int) -> str:
+    if isinstance(value, dt.datetime):
+        value = value.isoformat()
+    elif isinstance(value, Decimal):
+        value = str(value)
+    raw = json.dumps([value, pk]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[Any, int] | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, pk = json.loads(raw)
+        pk = int(pk)
+        if sort == "created":
+            value = dt.datetime.fromisoformat(value)
+        elif sort == "cost":
+            value = Decimal(str(value))
+        else:
+            value = int(value)
+    except (ValueError, TypeError, binascii.Error, InvalidOperation, json.JSONDecodeError):
+        return None
+    return value, pk
+
+
+def filter_runs(queryset: QuerySet[Run], filters: HistoryFilters) -> QuerySet[Run]:
+    if filters.project:
+        queryset = queryset.filter(project_id=filters.project)
+    if filters.status:
+        queryset = queryset.filter(status__in=filters.status)
+    if filters.user:
+        queryset = queryset.filter(user__username=filters.user)
+    if filters.date_from:
+        queryset = queryset.filter(created_at__date__gte=filters.date_from)
+    if filters.date_to:
+        queryset = queryset.filter(created_at__date__lte=filters.date_to)
+    if filters.min_duration is not None:
+        queryset = queryset.filter(duration_ms__gte=int(filters.min_duration * 1000))
+    if filters.max_duration is not None:
+        queryset = queryset.filter(duration_ms__lte=int(filters.max_duration * 1000))
+    if filters.min_cost is not None:
+        queryset = queryset.filter(cost_usd__gte=filters.min_cost)
+    if filters.max_cost is not None:
+        queryset = queryset.filter(cost_usd__lte=filters.max_cost)
+    return queryset
+
+
+def list_runs_for_user(
+    *,
+    user: User,
+    filters: HistoryFilters,
+    after: str | None = None,
+    before: str | None = None,
+    limit: int = 50,
+) -> HistoryPage:
+    """One page of the run history, newest (or per ``filters.sort``) first.
+
+    Keyset pagination on ``(sort field, id)``: a page costs the same at row 100,000 as at row 1
+    and stays stable while new runs arrive. Two queries (the page and nothing else): project and
+    user come with ``select_related``.
+    """
+    field_name = SORTS.get(filters.sort, "created_at")
+    sort = filters.sort if filters.sort in SORTS else "created"
+    queryset = filter_runs(runs_visible_to(user), filters).select_related("project", "user")
+    descending = filters.descending
+    cursor = (
+        decode_cursor(before, sort) if before else decode_cursor(after, sort) if after else None
+    )
+    backwards = bool(before and cursor)
+    # Walking backwards is walking forwards in the opposite order, then flipping the page.
+    forward_desc = descending != backwards
+    if cursor is not None:
+        value, pk = cursor
+        if forward_desc:
+            queryset = queryset.filter(
+                Q(**{f"{field_name}__lt": value}) | Q(**{field_name: value, "pk__lt": pk})
+            )
+        else:
+            queryset = queryset.filter(
+                Q(**{f"{field_name}__gt": value}) | Q(**{field_name: value, "pk__gt": pk})
+            )
+    order = [f"-{field_name}", "-pk"] if forward_desc else [field_name, "pk"]
+    rows = list(queryset.order_by(*order)[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    next_cursor = prev_cursor = None
+    if rows:
+        first, last = rows[0], rows[-1]
+        if (more and not backwards) or backwards:
+            next_cursor = encode_cursor(getattr(last, field_name), last.pk)
+        if (backwards and more) or (not backwards and cursor is not None):
+            prev_cursor = encode_cursor(getattr(first, field_name), first.pk)
+    return HistoryPage(runs=rows, next_cursor=next_cursor, prev_cursor=prev_cursor)
+
+
+def recent_runs_for_user(*, user: User, limit: int = 8) -> list[Run]:
+    return list(
+        runs_visible_to(user)
+        .select_related("project", "user")
+        .order_by("-created_at", "-pk")[:limit]
+    )
