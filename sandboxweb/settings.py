@@ -29,6 +29,10 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.projects",
     "apps.runs",
+    "apps.teams",
+    "apps.limits",
+    "apps.audit",
+    "apps.reviews",
 ]
 
 MIDDLEWARE = [
@@ -41,6 +45,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "apps.audit.context.AuditContextMiddleware",
 ]
 
 ROOT_URLCONF = "sandboxweb.urls"

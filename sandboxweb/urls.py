@@ -8,5 +8,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("projects/", include("apps.projects.urls")),
     path("runs/", include("apps.runs.urls")),
+    path("teams/", include("apps.teams.urls")),
+    path("limits/", include("apps.limits.urls")),
+    path("audit/", include("apps.audit.urls")),
     path("", include("apps.core.urls")),
 ]

@@ -50,6 +50,7 @@ class ProjectForm(forms.ModelForm):
         model = Project
         fields = [
             "name",
+            "team",
             "description",
             "default_kind",
             "provider",
@@ -94,8 +95,22 @@ class ProjectForm(forms.ModelForm):
             "max_cost_usd": "Stop the agent when a run has cost this much.",
         }
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        from apps.teams.selectors import teams_where
+
+        # Only teams where the user may launch; the view 404s/403s forged or read-only ids first.
+        # Its current team stays selectable for whoever may edit the project.
+        self.fields["team"].queryset = teams_where(
+            user=user, min_role="member", also=self.instance.team_id
+        )
+        self.fields["team"].required = False
+        self.fields["team"].empty_label = "Personal (only me)"
+        self.fields[
+            "team"
+        ].help_text = (
+            "Team members see the project and its runs; members can launch, viewers only read."
+        )
         providers = registered_providers()
         self.fields["provider"] = forms.ChoiceField(
             choices=[
@@ -155,6 +170,7 @@ class ProjectForm(forms.ModelForm):
 
     def service_values(self) -> dict[str, Any]:
         values = {name: self.cleaned_data[name] for name in self.Meta.fields}
+        values["team"] = self.cleaned_data.get("team")
         values["env"] = self.cleaned_data["env_text"]
         values["capture_patterns"] = self.cleaned_data["capture_text"]
         return values

@@ -35,6 +35,14 @@ class Project(models.Model):
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects"
     )
+    # Optional: a team project and its runs are visible to the team's members by role.
+    team = models.ForeignKey(
+        "teams.Team",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="projects",
+    )
     name = models.CharField(max_length=100)
     description = models.TextField(blank=True)
     default_kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.AGENT)

@@ -1,9 +1,11 @@
-"""Reads of projects. ``projects_visible_to`` is the one access rule (teams extend it later)."""
+"""Reads of projects. ``projects_visible_to`` is the one access rule: a user sees the projects
+they created and the projects of every team they belong to (any role; what they may *do* there
+is apps/teams/selectors.py: ``require_project_role``)."""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Count, Max, Q, QuerySet
 from django.http import Http404
 
 from .models import Project
@@ -12,7 +14,10 @@ from .models import Project
 def projects_visible_to(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
     if not user.is_authenticated:
         return Project.objects.none()
-    return Project.objects.filter(owner_id=user.pk)
+    from apps.teams.selectors import team_ids_of
+
+    # A subquery, not a join: no duplicates, so callers may annotate counts safely.
+    return Project.objects.filter(Q(owner_id=user.pk) | Q(team_id__in=team_ids_of(user)))
 
 
 def get_project_for_user(

@@ -15,6 +15,7 @@ from .models import Project, ProjectSecret
 
 EDITABLE_FIELDS = (
     "name",
+    "team",
     "description",
     "default_kind",
     "provider",
@@ -67,19 +68,62 @@ def _validate(project: Project, *, secret_names: Iterable[str]) -> None:
 
 
 def _apply_secret_changes(
-    project: Project, set_secrets: Mapping[str, str], delete_secrets: Iterable[str]
+    project: Project,
+    set_secrets: Mapping[str, str],
+    delete_secrets: Iterable[str],
+    *,
+    actor: AbstractBaseUser | None = None,
 ) -> None:
+    """Audited in the caller's transaction: names and fingerprints only, never values."""
+    from apps.audit.services import Action, record
+
+    existing = dict(project.secrets.values_list("name", "fingerprint"))
     for name in delete_secrets:
-        ProjectSecret.objects.filter(project=project, name=name).delete()
+        if ProjectSecret.objects.filter(project=project, name=name).delete()[0]:
+            record(
+                actor=actor,
+                action=Action.SECRET_DELETE,
+                target_type="projects.projectsecret",
+                target_id=project.pk,
+                target_repr=f"{project.name}: {name}",
+                team_id=project.team_id,
+                before={"name": name, "fingerprint": existing.get(name)},
+                after=None,
+            )
     for name, value in set_secrets.items():
+        fingerprint = crypto.fingerprint(value)
         ProjectSecret.objects.update_or_create(
             project=project,
             name=name,
-            defaults={
-                "ciphertext": crypto.encrypt(value),
-                "fingerprint": crypto.fingerprint(value),
-            },
+            defaults={"ciphertext": crypto.encrypt(value), "fingerprint": fingerprint},
         )
+        record(
+            actor=actor,
+            action=Action.SECRET_SET,
+            target_type="projects.projectsecret",
+            target_id=project.pk,
+            target_repr=f"{project.name}: {name}",
+            team_id=project.team_id,
+            before={"name": name, "fingerprint": existing[name]} if name in existing else None,
+            after={"name": name, "fingerprint": fingerprint},
+        )
+
+
+def _audit_team_change(
+    project: Project, before: int | None, actor: AbstractBaseUser | None
+) -> None:
+    if before == project.team_id:
+        return
+    from apps.audit.services import Action, record
+
+    record(
+        actor=actor,
+        action=Action.PROJECT_TEAM,
+        target=project,
+        team_id=project.team_id or before,
+        before={"team": before},
+        after={"team": project.team_id},
+    )
 
 
 def _check_secrets(set_secrets: Mapping[str, str]) -> None:
@@ -103,7 +147,8 @@ def create_project(
     project = Project(owner=owner, **{k: v for k, v in values.items() if k in EDITABLE_FIELDS})
     _validate(project, secret_names=set_secrets)
     project.save()
-    _apply_secret_changes(project, set_secrets, ())
+    _apply_secret_changes(project, set_secrets, (), actor=owner)
+    _audit_team_change(project, None, owner)
     return project
 
 
@@ -114,17 +159,20 @@ def update_project(
     values: Mapping[str, Any],
     set_secrets: Mapping[str, str] | None = None,
     delete_secrets: Iterable[str] = (),
+    actor: AbstractBaseUser | None = None,
 ) -> Project:
     set_secrets = dict(set_secrets or {})
     delete = set(delete_secrets) - set(set_secrets)
     _check_secrets(set_secrets)
+    team_before = Project.objects.filter(pk=project.pk).values_list("team_id", flat=True).first()
     for field, value in values.items():
         if field in EDITABLE_FIELDS:
             setattr(project, field, value)
     existing = set(project.secrets.values_list("name", flat=True))
     _validate(project, secret_names=(existing - delete) | set(set_secrets))
     project.save()
-    _apply_secret_changes(project, set_secrets, delete)
+    _apply_secret_changes(project, set_secrets, delete, actor=actor)
+    _audit_team_change(project, team_before, actor)
     return project
 
 

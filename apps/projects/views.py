@@ -7,6 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from apps.teams.selectors import get_team_for_user, require_project_role, role_in_project
+
 from . import services
 from .forms import ProjectForm
 from .models import Project
@@ -20,10 +22,23 @@ def project_list(request: HttpRequest) -> HttpResponse:
     return render(request, "projects/list.html", {"projects": projects, "archived": archived})
 
 
+def _check_team_choice(request: HttpRequest) -> None:
+    """A team id in the form must be a team the user may launch in: 404 for a team they are not
+    in (or a forged id), 403 for one where they only view."""
+    if request.method == "POST" and request.POST.get("team"):
+        get_team_for_user(user=request.user, team_id=request.POST["team"], min_role="member")
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_create(request: HttpRequest) -> HttpResponse:
-    form = ProjectForm(request.POST or None, instance=Project(owner=request.user))
+    _check_team_choice(request)
+    form = ProjectForm(
+        request.POST or None,
+        instance=Project(owner=request.user),
+        user=request.user,
+        initial={"team": request.GET.get("team")} if request.GET.get("team") else None,
+    )
     if request.method == "POST" and form.is_valid():
         try:
             project = services.create_project(
@@ -44,10 +59,18 @@ def project_create(request: HttpRequest) -> HttpResponse:
 def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(user=request.user, project_id=project_id)
     runs = project.runs.select_related("user").order_by("-created_at", "-pk")[:20]
+    role = role_in_project(user=request.user, project=project)
     return render(
         request,
         "projects/detail.html",
-        {"project": project, "runs": runs, "secrets": project.secrets.all()},
+        {
+            "project": project,
+            "runs": runs,
+            "secrets": project.secrets.all(),
+            "role": role,
+            "can_launch": role in ("owner", "admin", "member"),
+            "can_manage": role in ("owner", "admin"),
+        },
     )
 
 
@@ -55,7 +78,9 @@ def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(user=request.user, project_id=project_id)
-    form = ProjectForm(request.POST or None, instance=project)
+    require_project_role(user=request.user, project=project, min_role="admin")
+    _check_team_choice(request)
+    form = ProjectForm(request.POST or None, instance=project, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             services.update_project(
@@ -63,6 +88,7 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
                 values=form.service_values(),
                 set_secrets=form.cleaned_data["secrets_text"],
                 delete_secrets=form.cleaned_data.get("delete_secrets") or [],
+                actor=request.user,
             )
         except ValidationError as exc:
             project.refresh_from_db()
@@ -78,6 +104,7 @@ def project_edit(request: HttpRequest, project_id: int) -> HttpResponse:
 @require_POST
 def project_archive(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(user=request.user, project_id=project_id)
+    require_project_role(user=request.user, project=project, min_role="admin")
     if request.POST.get("restore"):
         services.restore_project(project=project)
         messages.success(request, f"Project {project.name} restored.")

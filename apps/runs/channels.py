@@ -21,8 +21,30 @@ class RunTick(TypedDict):
     upto: int
 
 
+class AccessChanged(TypedDict):
+    type: Literal["access.changed"]
+
+
 def run_group(run_id: int) -> str:
     return f"run-{int(run_id)}"
+
+
+def user_group(user_id: int) -> str:
+    """Every run socket of a user joins this group, so access changes reach them all."""
+    return f"user-{int(user_id)}"
+
+
+def notify_access_changed(user_id: int) -> None:
+    """The user's roles changed (removed from a team, demoted): their open run sockets re-check
+    access and close the ones they may no longer see. Call after the commit."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message: AccessChanged = {"type": "access.changed"}
+    try:
+        async_to_sync(layer.group_send)(user_group(user_id), message)
+    except Exception as exc:  # Redis down: the consumer's poll re-checks access anyway
+        log.warning("user %s: access-changed notice failed: %s", user_id, exc)
 
 
 def notify_run(run_id: int, upto: int) -> None:

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from .channels import run_group
+from .channels import run_group, user_group
 from .models import Run
 from .selectors import can_view_run, events_after, run_state
 
@@ -71,6 +71,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.accept()
         # Join first, then replay: a notice arriving meanwhile only triggers a (cheap) re-read.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.user_group = user_group(user.pk)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.pump()
         self.poller = asyncio.ensure_future(self.poll())
 
@@ -82,6 +84,8 @@ class RunConsumer(AsyncWebsocketConsumer):
                 await poller
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if getattr(self, "user_group", None):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -95,6 +99,12 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def run_tick(self, message: dict) -> None:
         if int(message.get("upto") or 0) > self.last_sent:
             await self.pump()
+
+    async def access_changed(self, message: dict) -> None:
+        """Removed from the run's team (or demoted): close at once if access is gone."""
+        if not self.ended and not await _authorized(self.user, self.run_id):
+            self.ended = True
+            await self.close(code=4403)
 
     async def poll(self) -> None:
         while not self.ended:

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 S = Run.Status
 
 TRANSITIONS: dict[str, frozenset[str]] = {
-    S.QUEUED: frozenset({S.PROVISIONING, S.CANCELLED, S.ERROR, S.CRASHED}),
+    # QUEUED -> FAILED: refused at admission (its monthly budget was spent while it waited).
+    S.QUEUED: frozenset({S.PROVISIONING, S.CANCELLED, S.ERROR, S.CRASHED, S.FAILED}),
     # PROVISIONING -> PROVISIONING and RUNNING -> PROVISIONING: a new attempt after the worker
     # holding the run died (its lease expired).
     S.PROVISIONING: frozenset({S.PROVISIONING, S.RUNNING, S.CANCELLING} | Run.TERMINAL),
@@ -90,6 +91,9 @@ def transition(
         # Conditional on the state read above: a racing writer makes this a no-op, not a clobber.
         if not Run.objects.filter(pk=run.pk, status=current.status).update(**updates):
             raise InvalidTransition(f"run {run.pk} changed state while moving to {to}")
+        if to in Run.TERMINAL and current.status != S.QUEUED:
+            # A slot of its team/user frees: start the next waiting runs (apps/limits).
+            _release_after_commit(current)
         append_events(
             run.pk,
             [
@@ -108,6 +112,21 @@ def transition(
         )
     run.refresh_from_db()
     return run
+
+
+def _release_after_commit(run: Run) -> None:
+    from apps.limits.services import release_slot
+
+    user_id = run.user_id
+    team_id = Project.objects.filter(pk=run.project_id).values_list("team_id", flat=True).first()
+
+    def release() -> None:
+        try:
+            release_slot(user_id=user_id, team_id=team_id)
+        except Exception as exc:  # the sweeper re-enqueues waiting runs anyway
+            log.warning("releasing a slot after run %s failed: %s", run.pk, exc)
+
+    transaction.on_commit(release)
 
 
 # -- launching ---------------------------------------------------------------------------------
@@ -136,8 +155,16 @@ def start_run(
     """Create a queued run and enqueue ``execute_run`` once the row is committed.
 
     ``task`` is the prompt of an agent run, or the commands of a script run (one per line).
-    Overrides are validated and the result clamped to the admin's limits.
+    Overrides are validated and the result clamped to the admin's limits (apps/limits: values
+    asked for above the user's or team's limit are a ValidationError naming the limit; a spent
+    monthly budget refuses the launch). Needs the member role or higher (PermissionDenied).
+    The launch is audited in this transaction.
     """
+    from apps.audit.services import Action, record
+    from apps.limits.services import apply_launch_limits
+    from apps.teams.selectors import require_project_role
+
+    require_project_role(user=user, project=project, min_role="member")
     if project.is_archived:
         raise RunError(f"Project {project.name} is archived; restore it to launch runs.")
     kind = kind or project.default_kind
@@ -158,6 +185,7 @@ def start_run(
             raise ValidationError({"task": [f"At most {MAX_COMMANDS} commands."]})
         task = "\n".join(commands)
     config = effective_config(project=project, kind=kind, overrides=overrides)
+    config = apply_launch_limits(user=user, project=project, config=config, requested=overrides)
     run = Run.objects.create(
         project=project,
         user=user,
@@ -180,6 +208,30 @@ def start_run(
             )
         ],
     )
+    record(
+        actor=user,
+        action=Action.RUN_LAUNCH,
+        target=run,
+        team_id=project.team_id,
+        target_repr=f"run #{run.pk} of {project.name}",
+        after={
+            "project": project.pk,
+            "kind": kind,
+            "overrides": dict(overrides),
+            **{
+                k: config.get(k)
+                for k in (
+                    "image",
+                    "cpu_cores",
+                    "memory_mb",
+                    "disk_mb",
+                    "timeout_seconds",
+                    "network_mode",
+                    "provider",
+                )
+            },
+        },
+    )
     run_id = run.pk
     transaction.on_commit(lambda: enqueue_run(run_id))
     return run
@@ -198,7 +250,29 @@ def rerun(*, run: Run, user: AbstractBaseUser) -> Run:
 
 def cancel_run(*, run: Run, user: AbstractBaseUser) -> Run:
     """Queued: cancelled at once. Provisioning/running: ``cancelling``; the worker's watcher sees
-    it within a second and destroys the sandbox. Cancelling twice is harmless."""
+    it within a second and destroys the sandbox. Cancelling twice is harmless. Audited in the
+    transaction of the state change."""
+    from apps.audit.services import Action, record
+    from apps.teams.selectors import require_project_role
+
+    require_project_role(user=user, project=run.project, min_role="member")
+    before = run.status
+    with transaction.atomic():
+        result = _cancel_run(run=run, user=user)
+        if result.status != before:
+            record(
+                actor=user,
+                action=Action.RUN_CANCEL,
+                target=result,
+                team_id=result.project.team_id,
+                target_repr=f"run #{result.pk}",
+                before={"status": before},
+                after={"status": result.status},
+            )
+    return result
+
+
+def _cancel_run(*, run: Run, user: AbstractBaseUser) -> Run:
     who = user.get_username()
     if run.status == S.QUEUED:
         try:
@@ -251,24 +325,70 @@ def claim_run(*, run_id: int, lease_owner: str) -> Run | None:
                     allow=claimable,
                 )
         return None
+    fields: dict[str, Any] = {
+        "attempt": run.attempt + 1,
+        "lease_owner": lease_owner,
+        "lease_expires_at": now + lease,
+        "claimed_at": now,
+        "sandbox_id": "",
+    }
     try:
-        return transition(
-            run,
-            to=S.PROVISIONING,
-            message="Starting a sandbox" if run.attempt == 0 else "Starting again after a crash",
-            allow=claimable,
-            fields={
-                "attempt": run.attempt + 1,
-                "lease_owner": lease_owner,
-                "lease_expires_at": now + lease,
-                "claimed_at": now,
-                "deadline": now
-                + dt.timedelta(seconds=int(run.config.get("timeout_seconds") or 900) + 120),
-                "sandbox_id": "",
-            },
-        )
+        with transaction.atomic():
+            if run.status == S.QUEUED and not _admit(run, fields):
+                return None
+            timeout = int(fields.get("config", run.config).get("timeout_seconds") or 900)
+            fields["deadline"] = now + dt.timedelta(seconds=timeout + 120)
+            return transition(
+                run,
+                to=S.PROVISIONING,
+                message="Starting a sandbox"
+                if run.attempt == 0
+                else "Starting again after a crash",
+                allow=claimable,
+                fields=fields,
+            )
     except InvalidTransition:
         return None
+
+
+def _admit(run: Run, fields: dict[str, Any]) -> bool:
+    """The limits' say on a queued run (apps/limits/services.py: ``admit``), under their scope
+    locks, in the claim's transaction. Waiting: the reason goes on the run (once per change).
+    Refused: the run ends. Admitted: ``fields`` gets the re-checked config."""
+    from apps.limits.services import admit
+
+    run = Run.objects.select_related("project").get(pk=run.pk)
+    admission = admit(run=run)
+    if admission.start:
+        fields["config"] = admission.config
+        return True
+    if admission.refuse:
+        transition(
+            run,
+            to=S.FAILED if admission.refuse_reason == "budget" else S.ERROR,
+            reason=admission.refuse_reason,
+            message=admission.refuse,
+        )
+        return False
+    if run.status_message != admission.reason and Run.objects.filter(
+        pk=run.pk, status=S.QUEUED
+    ).update(status_message=admission.reason[:300]):
+        append_events(
+            run.pk,
+            [
+                NewEvent(
+                    type="status",
+                    ts=time.time(),
+                    data={
+                        "status": S.QUEUED,
+                        "previous": S.QUEUED,
+                        "reason": "limit",
+                        "message": admission.reason,
+                    },
+                )
+            ],
+        )
+    return False
 
 
 def renew_lease(*, run_id: int, lease_owner: str) -> str | None:

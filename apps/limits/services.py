@@ -1,0 +1,380 @@
+"""Limits at work: editing them (audited), checking a launch, admitting a queued run.
+
+Launch (web): requested values above a limit are refused with an error naming the limit; the
+project's own defaults above a limit are clamped down (with a note on the run); a spent monthly
+budget refuses the launch; the remaining budget becomes the run's own token/cost stop.
+
+Admission (worker, in ``claim_run``): under a row lock per team and per user, a queued run starts
+only if both scopes have a free slot *after* the older runs waiting in that scope (FIFO per team
+and per user, so nobody starves). Otherwise it stays ``queued`` with the reason ("team limit
+3/3 running"). The limits are re-checked against today's rows here; a run whose image or
+network mode is no longer allowed, or whose budget is spent, ends instead of starting. When a
+run finishes, :func:`release_slot` enqueues the next waiting runs of its team and user.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+
+from apps.audit.services import Action, record
+
+from .models import LimitPolicy, ScopeLock
+from .selectors import (
+    LABELS,
+    LISTS,
+    MAXIMA,
+    EffectiveLimits,
+    Limit,
+    active_count,
+    effective_limits,
+    month_spend,
+)
+
+log = logging.getLogger(__name__)
+POLICY_FIELDS = (
+    "max_concurrent_runs",
+    *MAXIMA,
+    *LISTS,
+    "monthly_token_budget",
+    "monthly_cost_budget_usd",
+)
+UNITS = {
+    "max_memory_mb": " MB",
+    "max_disk_mb": " MB",
+    "max_timeout_seconds": " s",
+    "max_cpu_cores": " cores",
+}
+
+
+# -- editing ------------------------------------------------------------------------------------
+
+
+def _snapshot(policy: LimitPolicy) -> dict[str, Any]:
+    return {name: getattr(policy, name) for name in POLICY_FIELDS}
+
+
+@transaction.atomic
+def save_policy(
+    *,
+    actor: Any,
+    scope: str,
+    values: Mapping[str, Any],
+    team: Any = None,
+    user: Any = None,
+) -> LimitPolicy:
+    """Create or update the row for ``scope`` (and its team/user); audited with before/after.
+    Staff only: the view checks."""
+    lookup: dict[str, Any] = {"scope": scope}
+    if scope == LimitPolicy.Scope.TEAM:
+        lookup["team"] = team
+    elif scope == LimitPolicy.Scope.USER:
+        lookup["user"] = user
+    policy = LimitPolicy.objects.select_for_update().filter(**lookup).first()
+    before = _snapshot(policy) if policy else None
+    policy = policy or LimitPolicy(**lookup)
+    for name in POLICY_FIELDS:
+        if name in values:
+            setattr(policy, name, values[name])
+    policy.updated_by = actor
+    policy.full_clean()
+    policy.save()
+    after = _snapshot(policy)
+    if before != after:
+        record(
+            actor=actor,
+            action=Action.LIMIT_CHANGE,
+            target=policy,
+            target_repr=str(policy),
+            team_id=policy.team_id,
+            before=before,
+            after=after,
+        )
+    return policy
+
+
+@transaction.atomic
+def delete_policy(*, actor: Any, policy: LimitPolicy) -> None:
+    """Drop an override (the instance default row cannot be dropped, only emptied)."""
+    if policy.scope == LimitPolicy.Scope.INSTANCE:
+        raise ValidationError("The instance default cannot be removed; clear its fields instead.")
+    record(
+        actor=actor,
+        action=Action.LIMIT_CHANGE,
+        target=policy,
+        target_repr=str(policy),
+        team_id=policy.team_id,
+        before=_snapshot(policy),
+        after=None,
+    )
+    policy.delete()
+
+
+# -- launch --------------------------------------------------------------------------------------
+
+
+def _fmt(name: str, value: Any) -> str:
+    return f"{value:g}{UNITS.get(name, '')}" if isinstance(value, int | float) else str(value)
+
+
+def image_allowed(image: str, patterns: list[str] | None) -> bool:
+    return patterns is None or any(fnmatch.fnmatchcase(image, p) for p in patterns)
+
+
+def check_values(
+    *, limits: EffectiveLimits, config: dict[str, Any], requested: Mapping[str, Any], strict: bool
+) -> tuple[dict[str, Any], list[str], dict[str, list[str]]]:
+    """Clamp ``config`` to ``limits``. Values the user asked for explicitly (``requested``) above a
+    limit are errors when ``strict``; everything else above a limit is clamped with a note."""
+    config = dict(config)
+    notes: list[str] = []
+    errors: dict[str, list[str]] = {}
+    for name, key in MAXIMA.items():
+        limit = limits.get(name)
+        value = config.get(key)
+        if limit.value is None or value is None or value <= limit.value:
+            continue
+        if strict and key in requested:
+            errors.setdefault(key, []).append(
+                f"{LABELS[name].capitalize()} {_fmt(name, value)} is above the "
+                f"{limit.source} of {_fmt(name, limit.value)}."
+            )
+        else:
+            config[key] = type(value)(limit.value)
+            notes.append(
+                f"{key.replace('_', ' ')} {value} clamped to {limit.value} ({limit.source})"
+            )
+    checks = (
+        ("allowed_network_modes", "network_mode", lambda v, allowed: v in allowed),
+        ("allowed_images", "image", lambda v, allowed: image_allowed(v, allowed)),
+        ("allowed_providers", "provider", lambda v, allowed: v in allowed),
+    )
+    for name, key, ok in checks:
+        limit = limits.get(name)
+        value = config.get(key) or ""
+        if limit.value is not None and not ok(value, limit.value):
+            allowed = ", ".join(limit.value) or "none"
+            errors.setdefault(key, []).append(
+                f"{key.replace('_', ' ').capitalize()} {value} is not allowed by the "
+                f"{limit.source} (allowed {LABELS[name]}: {allowed})."
+            )
+    return config, notes, errors
+
+
+@dataclass
+class BudgetState:
+    exhausted: str = ""  # the message naming the spent budget, or ""
+    tokens_left: int | None = None
+    cost_left: float | None = None
+
+
+def budget_state(
+    *, limits: EffectiveLimits, user_id: int | None, team_id: int | None
+) -> BudgetState:
+    state = BudgetState()
+    scopes: list[tuple[str, Limit, Limit, dict[str, Any]]] = [
+        ("your monthly", limits.user_tokens, limits.user_cost, {"user_id": user_id}),
+    ]
+    if team_id is not None:
+        scopes.append(
+            ("the team's monthly", limits.team_tokens, limits.team_cost, {"team_id": team_id})
+        )
+    for words, tokens, cost, who in scopes:
+        if not tokens and not cost:
+            continue
+        spend = month_spend(**who)
+        if tokens:
+            left = int(tokens.value) - spend.tokens
+            if left <= 0 and not state.exhausted:
+                state.exhausted = (
+                    f"{words.capitalize()} token budget is used up "
+                    f"({spend.tokens} of {tokens.value} tokens, {tokens.source})."
+                )
+            state.tokens_left = left if state.tokens_left is None else min(state.tokens_left, left)
+        if cost:
+            left_cost = Decimal(cost.value) - spend.cost
+            if left_cost <= 0 and not state.exhausted:
+                state.exhausted = (
+                    f"{words.capitalize()} cost budget is used up "
+                    f"(${spend.cost:.2f} of ${cost.value}, {cost.source})."
+                )
+            value = float(left_cost)
+            state.cost_left = value if state.cost_left is None else min(state.cost_left, value)
+    return state
+
+
+def _apply_budget(config: dict[str, Any], budget: BudgetState) -> dict[str, Any]:
+    config = dict(config)
+    if budget.tokens_left is not None:
+        own = config.get("max_tokens_total")
+        config["max_tokens_total"] = max(
+            1, min(own, budget.tokens_left) if own else budget.tokens_left
+        )
+    if budget.cost_left is not None:
+        own = config.get("max_cost_usd")
+        left = max(0.01, round(budget.cost_left, 2))
+        config["max_cost_usd"] = min(own, left) if own else left
+    return config
+
+
+def apply_launch_limits(
+    *, user: Any, project: Any, config: dict[str, Any], requested: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The run's config within the user's and team's limits, or ValidationError naming the limit
+    (field errors for the launch form)."""
+    limits = effective_limits(user_id=user.pk, team_id=project.team_id)
+    config, notes, errors = check_values(
+        limits=limits, config=config, requested=requested, strict=True
+    )
+    if errors:
+        raise ValidationError(errors)
+    budget = budget_state(limits=limits, user_id=user.pk, team_id=project.team_id)
+    if budget.exhausted:
+        raise ValidationError(budget.exhausted)
+    config = _apply_budget(config, budget)
+    config["clamp_notes"] = list(config.get("clamp_notes") or []) + notes
+    return config
+
+
+# -- admission (worker) --------------------------------------------------------------------------
+
+
+@dataclass
+class Admission:
+    start: bool
+    reason: str = ""  # why it waits ("team limit 3/3 running")
+    refuse: str = ""  # why it cannot start at all
+    refuse_reason: str = ""  # end_reason when refused
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _lock(keys: list[str]) -> None:
+    # Sorted, so two admissions locking the same pair cannot deadlock.
+    for key in sorted(keys):
+        ScopeLock.objects.get_or_create(key=key)
+    list(ScopeLock.objects.select_for_update().filter(key__in=keys).order_by("key"))
+
+
+def _has_slot(user_id: int | None, team_id: int | None, cache: dict) -> bool:
+    """Whether a run of (user, team) could start now, ignoring queue order."""
+    key = (user_id, team_id)
+    if key not in cache:
+        limits = effective_limits(user_id=user_id, team_id=team_id)
+        ok = True
+        if (
+            limits.user_concurrency
+            and active_count(user_id=user_id) >= limits.user_concurrency.value
+        ):
+            ok = False
+        if (
+            ok
+            and team_id
+            and limits.team_concurrency
+            and (active_count(team_id=team_id) >= limits.team_concurrency.value)
+        ):
+            ok = False
+        cache[key] = ok
+    return cache[key]
+
+
+def _ahead(run: Any, scope: Q, cache: dict) -> int:
+    """Older queued runs in ``scope`` that could start now: they go first (FIFO). Runs that are
+    themselves blocked by their other scope do not hold this one back."""
+    from apps.runs.models import Run
+
+    older = (
+        Run.objects.filter(scope, status=Run.Status.QUEUED)
+        .filter(Q(created_at__lt=run.created_at) | Q(created_at=run.created_at, pk__lt=run.pk))
+        .values_list("user_id", "project__team_id")
+    )
+    return sum(1 for user_id, team_id in older if _has_slot(user_id, team_id, cache))
+
+
+def admit(*, run: Any) -> Admission:
+    """Decide, under the scope locks, whether queued ``run`` starts now. Call inside the
+    transaction that moves it to ``provisioning`` (``claim_run`` does)."""
+    team_id = run.project.team_id
+    user_id = run.user_id
+    keys = [f"user:{user_id}"] + ([f"team:{team_id}"] if team_id else [])
+    _lock(keys)
+    limits = effective_limits(user_id=user_id, team_id=team_id)
+    cache: dict = {}
+    if team_id and limits.team_concurrency:
+        active = active_count(team_id=team_id)
+        ahead = _ahead(run, Q(project__team_id=team_id), cache)
+        if active + ahead >= limits.team_concurrency.value:
+            waiting = f" · {ahead} ahead" if ahead else ""
+            return Admission(
+                False,
+                reason=f"team limit {min(active, limits.team_concurrency.value)}"
+                f"/{limits.team_concurrency.value} running{waiting}",
+            )
+    if limits.user_concurrency:
+        active = active_count(user_id=user_id)
+        ahead = _ahead(run, Q(user_id=user_id), cache)
+        if active + ahead >= limits.user_concurrency.value:
+            waiting = f" · {ahead} ahead" if ahead else ""
+            return Admission(
+                False,
+                reason=f"user limit {min(active, limits.user_concurrency.value)}"
+                f"/{limits.user_concurrency.value} running{waiting}",
+            )
+    config, notes, errors = check_values(
+        limits=limits, config=dict(run.config), requested={}, strict=False
+    )
+    if errors:
+        message = " ".join(m for ms in errors.values() for m in ms)
+        return Admission(
+            False, refuse=f"Limits changed since launch: {message}", refuse_reason="limit"
+        )
+    budget = budget_state(limits=limits, user_id=user_id, team_id=team_id)
+    if budget.exhausted:
+        return Admission(False, refuse=budget.exhausted, refuse_reason="budget")
+    config = _apply_budget(config, budget)
+    config["clamp_notes"] = list(config.get("clamp_notes") or []) + notes
+    return Admission(True, config=config)
+
+
+def release_slot(*, user_id: int | None, team_id: int | None) -> list[int]:
+    """A run of (user, team) ended: enqueue the oldest runs waiting in its scopes (as many as
+    there are free slots, at least one). Duplicate deliveries are harmless: admission decides."""
+    from apps.runs.models import Run
+    from apps.runs.services import enqueue_run
+
+    scopes = [Q(user_id=user_id)] + ([Q(project__team_id=team_id)] if team_id else [])
+    limits = effective_limits(user_id=user_id, team_id=team_id)
+    free = [
+        (limits.user_concurrency.value or 10) - active_count(user_id=user_id),
+        (limits.team_concurrency.value or 10) - active_count(team_id=team_id) if team_id else 10,
+    ]
+    count = max(1, min(free))
+    ids: list[int] = []
+    for scope in scopes:
+        for run_id in (
+            Run.objects.filter(scope, status=Run.Status.QUEUED)
+            .order_by("created_at", "pk")
+            .values_list("pk", flat=True)[:count]
+        ):
+            if run_id not in ids:
+                ids.append(run_id)
+    for run_id in ids:
+        try:
+            enqueue_run(run_id)
+        except Exception as exc:  # the broker is down: the sweeper re-enqueues queued runs
+            log.warning("could not enqueue waiting run %s: %s", run_id, exc)
+    return ids
+
+
+def ceiling_rows() -> list[tuple[str, Any]]:
+    """The hardware ceiling (settings.RUN_LIMITS) that no row can raise."""
+    from django.conf import settings
+
+    return [(LABELS[name], settings.RUN_LIMITS[key]) for name, key in MAXIMA.items()]

@@ -1,0 +1,29 @@
+from django.contrib import admin
+
+from .models import Invitation, Membership, Team
+
+
+class MembershipInline(admin.TabularInline):
+    """Read-only: roles change on the team page, where every change is audited."""
+
+    model = Membership
+    extra = 0
+    fields = ("user", "role", "created_at")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "created_by", "created_at")
+    search_fields = ("name",)
+    inlines = [MembershipInline]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    list_display = ("team", "user", "role", "status", "created_at")
+    list_filter = ("status", "role")
