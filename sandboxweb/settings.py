@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
+    "ninja",  # its Swagger UI files, served by staticfiles (no CDN)
     "apps.core",
     "apps.projects",
     "apps.runs",
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
     "apps.limits",
     "apps.audit",
     "apps.reviews",
+    "apps.api",
 ]
 
 MIDDLEWARE = [
@@ -155,6 +157,10 @@ RUN_REQUEUE_AFTER_SECONDS = env.get_int("RUN_REQUEUE_AFTER_SECONDS", 300, minimu
 # Fernet keys for project secrets, newest first (MultiFernet); empty: derived from SECRET_KEY.
 SECRETS_KEYS = env.get_list("SECRETS_KEYS", [])
 ARTIFACT_MAX_BYTES = env.get_int("ARTIFACT_MAX_MB", 20, minimum=1) * _MB
+
+# REST API (apps/api): requests per token per window, counted in Redis.
+API_RATE_LIMIT_REQUESTS = env.get_int("API_RATE_LIMIT_REQUESTS", 600, minimum=1)
+API_RATE_LIMIT_WINDOW_SECONDS = env.get_int("API_RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

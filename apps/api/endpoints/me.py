@@ -1,0 +1,76 @@
+"""/api/v1/me: who the token acts as, its rate limit, the caller's usage and limits."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db.models import Count, Q, Sum
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Router
+
+from apps.projects import limits
+from apps.runs.models import Run
+from apps.runs.selectors import runs_visible_to
+
+from ..auth import token_auth
+from ..ratelimit import peek
+from ..schemas import UsageOut
+from .common import errors
+
+router = Router(tags=["account"])
+
+
+def usage_of(user) -> dict:
+    since = timezone.now() - dt.timedelta(days=30)
+    mine = runs_visible_to(user).filter(user_id=user.pk)
+    totals = mine.aggregate(
+        runs=Count("pk"),
+        active=Count("pk", filter=Q(status__in=Run.ACTIVE)),
+        runs_30d=Count("pk", filter=Q(created_at__gte=since)),
+        tokens_30d=Sum("total_tokens", filter=Q(created_at__gte=since), default=0),
+        cost_30d=Sum("cost_usd", filter=Q(created_at__gte=since), default=0),
+        tokens=Sum("total_tokens", default=0),
+        cost=Sum("cost_usd", default=0),
+    )
+    return {
+        "active_runs": totals["active"],
+        "runs_total": totals["runs"],
+        "tokens_total": totals["tokens"],
+        "cost_usd_total": str(totals["cost"]),
+        "runs_last_30_days": totals["runs_30d"],
+        "tokens_last_30_days": totals["tokens_30d"],
+        "cost_usd_last_30_days": str(totals["cost_30d"]),
+    }
+
+
+def limits_of(user) -> dict:
+    return {name: limits.maximum(name) for name in limits.LIMIT_FIELDS}
+
+
+@router.get(
+    "/me",
+    auth=token_auth(),
+    response={200: UsageOut, **errors(401, 403, 429)},
+    summary="The caller: token, rate limit, usage and limits (any scope)",
+)
+def me(request: HttpRequest) -> dict:
+    token = request.auth
+    rate = peek(token_id=token.pk)
+    return {
+        "user": request.user.get_username(),
+        "token": {
+            "name": token.name,
+            "prefix": token.prefix,
+            "scopes": token.scopes,
+            "expires_at": token.expires_at,
+        },
+        "rate_limit": {
+            "requests": settings.API_RATE_LIMIT_REQUESTS,
+            "window_seconds": settings.API_RATE_LIMIT_WINDOW_SECONDS,
+            "remaining": rate.remaining if rate else None,
+        },
+        "usage": usage_of(request.user),
+        "limits": limits_of(request.user),
+    }

@@ -1,0 +1,102 @@
+"""Requests per token in a fixed window, counted in Redis (shared by every web process).
+
+The window is ``API_RATE_LIMIT_WINDOW_SECONDS`` long and aligned to the clock; a token may make
+``API_RATE_LIMIT_REQUESTS`` requests in each. Past that the API answers 429 with Retry-After (the
+seconds until the window ends). If Redis does not answer, requests are let through and a warning
+is logged: the limit protects the service, it must not become the reason the service is down.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+from django.conf import settings
+from django.http import HttpRequest
+from ninja.throttling import BaseThrottle
+
+from .models import ApiToken
+
+log = logging.getLogger(__name__)
+KEY_PREFIX = "sandboxweb:api:rate"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int
+    window_seconds: int
+    count: int
+    retry_after: int
+
+    @property
+    def allowed(self) -> bool:
+        return self.count <= self.requests
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.requests - self.count)
+
+
+@functools.cache
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+def _key(token_id: int, window: int, now: float) -> str:
+    return f"{KEY_PREFIX}:{token_id}:{window}:{int(now // window)}"
+
+
+def hit(*, token_id: int, now: float | None = None) -> RateLimit | None:
+    """Count one request of the token; None when Redis cannot be reached."""
+    requests = settings.API_RATE_LIMIT_REQUESTS
+    window = settings.API_RATE_LIMIT_WINDOW_SECONDS
+    now = time.time() if now is None else now
+    key = _key(token_id, window, now)
+    try:
+        pipe = _client().pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, window + 1)
+        count, _ = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("API rate limit not enforced, Redis error: %s", exc)
+        return None
+    retry_after = max(1, math.ceil(window - (now % window)))
+    return RateLimit(requests, window, int(count), retry_after)
+
+
+def peek(*, token_id: int) -> RateLimit | None:
+    """The token's current window without counting a request."""
+    window = settings.API_RATE_LIMIT_WINDOW_SECONDS
+    now = time.time()
+    try:
+        count = int(_client().get(_key(token_id, window, now)) or 0)
+    except redis.RedisError:
+        return None
+    retry_after = max(1, math.ceil(window - (now % window)))
+    return RateLimit(settings.API_RATE_LIMIT_REQUESTS, window, count, retry_after)
+
+
+class TokenRateThrottle(BaseThrottle):
+    """ninja's throttle hook, run after authentication. ``wait`` has no request argument, so
+    the last verdict is kept per thread (each request runs in one thread, start to end)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def allow_request(self, request: HttpRequest) -> bool:
+        token = getattr(request, "auth", None)
+        if not isinstance(token, ApiToken):
+            return True
+        limit = hit(token_id=token.pk)
+        self._local.limit = limit
+        request.api_rate_limit = limit  # type: ignore[attr-defined]
+        return limit is None or limit.allowed
+
+    def wait(self) -> float | None:
+        limit = getattr(self._local, "limit", None)
+        return float(limit.retry_after) if limit is not None else None

@@ -1,0 +1,304 @@
+"""Request and response shapes of the API (they are its OpenAPI schema)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from ninja import Field, Schema
+from pydantic import ConfigDict, StringConstraints
+
+MAX_ID = 2**63 - 1
+MAX_INT = 2**63 - 1
+# Ids in paths, bodies and filters: bounded so a forged 40-digit id is a 404, not an overflow.
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+BigInt = Annotated[int, Field(ge=1, le=MAX_INT)]
+# Text the database can store (PostgreSQL refuses NUL characters).
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+
+
+def text(max_length: int, min_length: int = 0) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(pattern=r"^[^\x00]*$", max_length=max_length, min_length=min_length),
+    ]
+
+
+Kind = Literal["agent", "script"]
+NetworkMode = Literal["none", "isolated", "bridge"]
+RunStatus = Literal[
+    "queued",
+    "provisioning",
+    "running",
+    "cancelling",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "oom",
+    "cancelled",
+    "crashed",
+    "error",
+]
+CostUsd = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
+
+
+class ErrorDetail(Schema):
+    code: str = Field(description="Stable machine-readable reason, e.g. token_expired.")
+    message: str
+    field: str | None = Field(None, description="The request field at fault, if one is.")
+    limit: str | None = Field(None, description="On 429: the limit that was reached.")
+
+
+class ErrorOut(Schema):
+    error: ErrorDetail
+
+
+# -- projects ------------------------------------------------------------------------------------
+
+
+class SecretOut(Schema):
+    name: str
+    fingerprint: str
+    updated_at: dt.datetime
+
+
+class ProjectOut(Schema):
+    id: int
+    name: str
+    owner: str
+    team: int | None
+    team_name: str | None
+    role: str | None = Field(description="The caller's role: owner, admin, member or viewer.")
+    description: str
+    default_kind: str
+    provider: str
+    image: str
+    cpu_cores: float
+    memory_mb: int
+    disk_mb: int
+    timeout_seconds: int
+    network_mode: str
+    env: dict[str, str]
+    log_limit_mb: int
+    system_prompt: str
+    model: str
+    max_turns: int
+    max_tokens_total: int | None
+    max_cost_usd: Decimal | None
+    capture_patterns: list[str]
+    default_commands: str
+    secrets: list[SecretOut] = Field(description="Names only: values are write-only.")
+    archived: bool
+    archived_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ProjectListOut(Schema):
+    items: list[ProjectOut]
+
+
+class _ProjectFields(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    team: Id | None = Field(None, description="A team you are a member of; null: personal.")
+    description: text(10_000) | None = None
+    default_kind: Kind | None = None
+    provider: text(20) | None = None
+    image: text(255) | None = None
+    cpu_cores: Annotated[float, Field(ge=0, le=1024)] | None = None
+    memory_mb: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    disk_mb: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    timeout_seconds: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    network_mode: NetworkMode | None = None
+    env: dict[text(200), text(10_000)] | None = None
+    log_limit_mb: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    system_prompt: text(100_000) | None = None
+    model: text(100) | None = None
+    max_turns: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    max_tokens_total: BigInt | None = None
+    max_cost_usd: CostUsd | None = None
+    capture_patterns: list[text(1000)] | None = None
+    default_commands: text(100_000) | None = None
+    secrets: dict[text(64), text(65_536)] | None = Field(
+        None, description="NAME -> value; added or replaced, encrypted, never shown again."
+    )
+
+
+class ProjectIn(_ProjectFields):
+    name: text(100, min_length=1)
+
+
+class ProjectPatch(_ProjectFields):
+    name: text(100, min_length=1) | None = None
+    delete_secrets: list[text(64)] | None = Field(None, description="Secret names to delete.")
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+class RunOverrides(Schema):
+    """Per-run changes to the project's settings; limits are checked against the admin's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: text(255) | None = None
+    cpu_cores: Annotated[float, Field(ge=0, le=1024)] | None = None
+    memory_mb: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    disk_mb: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    timeout_seconds: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    network_mode: NetworkMode | None = None
+    log_limit_mb: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    model: text(100) | None = None
+    max_turns: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    max_tokens_total: BigInt | None = None
+    max_cost_usd: (
+        Annotated[Decimal, Field(ge=Decimal("0.01"), max_digits=10, decimal_places=2)] | None
+    ) = None
+
+
+class RunIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    project: Id
+    kind: Kind | None = Field(None, description="Default: the project's default kind.")
+    task: text(100_000) = Field(
+        "", description="The agent's prompt, or a script's commands one per line."
+    )
+    commands: list[text(10_000)] | None = Field(
+        None, description="A script's commands (instead of task). Empty: the project's default."
+    )
+    overrides: RunOverrides = Field(default_factory=RunOverrides)
+
+
+class RunUsage(Schema):
+    turns: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    total_tokens: int
+    cost_usd: Decimal
+
+
+class RunStats(Schema):
+    duration_ms: int
+    peak_memory_mb: float | None
+    log_lines: int
+    log_bytes: int
+    log_dropped_bytes: int
+    exit_code: int | None
+
+
+class RunLinks(Schema):
+    self: str
+    events: str
+    log: str
+    artifacts: str
+    web: str
+
+
+class RunOut(Schema):
+    id: int
+    project: int
+    project_name: str
+    launched_by: str | None
+    kind: str
+    task: str
+    commands: list[str]
+    overrides: dict[str, Any]
+    config: dict[str, Any] = Field(description="The effective settings, after clamping.")
+    status: RunStatus
+    finished: bool
+    status_message: str
+    end_reason: str
+    error_message: str
+    queue_position: int | None
+    rerun_of: int | None
+    attempt: int
+    last_seq: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    usage: RunUsage
+    stats: RunStats
+    links: RunLinks
+
+
+class RunPageOut(Schema):
+    items: list[RunOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+    prev_cursor: str | None = Field(description="Pass as ?before= for the previous page.")
+
+
+class RunFilters(Schema):
+    """The history page's filters."""
+
+    project: Id | None = None
+    status: list[RunStatus] = Field(default_factory=list)
+    user: text(150) | None = Field(None, description="Launched by (username).")
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    min_duration: Annotated[float, Field(ge=0, le=10**9)] | None = Field(None, description="s")
+    max_duration: Annotated[float, Field(ge=0, le=10**9)] | None = Field(None, description="s")
+    min_cost: Annotated[Decimal, Field(ge=0, le=10**9)] | None = None
+    max_cost: Annotated[Decimal, Field(ge=0, le=10**9)] | None = None
+    sort: Literal["created", "duration", "cost", "tokens"] = "created"
+    order: Literal["desc", "asc"] = "desc"
+    cursor: text(500) | None = Field(None, description="next_cursor of the previous page.")
+    before: text(500) | None = Field(None, description="prev_cursor of the following page.")
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+class EventOut(Schema):
+    seq: int
+    type: str
+    ts: float
+    data: dict[str, Any]
+
+
+class EventPageOut(Schema):
+    events: list[EventOut] = Field(description="In seq order, exactly as the WebSocket sends.")
+    next_after: int = Field(description="Pass as ?after= to continue.")
+    last_seq: int = Field(description="The run's last seq when this page was read.")
+    status: RunStatus
+    finished: bool = Field(description="The run is over and every event was returned.")
+
+
+class ArtifactOut(Schema):
+    id: int
+    path: str
+    name: str
+    size: int
+    sha256: str
+    created_at: dt.datetime
+    download_url: str
+
+
+class ArtifactListOut(Schema):
+    items: list[ArtifactOut]
+
+
+# -- the caller ----------------------------------------------------------------------------------
+
+
+class TokenInfo(Schema):
+    name: str
+    prefix: str
+    scopes: list[str]
+    expires_at: dt.datetime | None
+
+
+class RateLimitOut(Schema):
+    requests: int
+    window_seconds: int
+    remaining: int | None
+
+
+class UsageOut(Schema):
+    user: str
+    token: TokenInfo
+    rate_limit: RateLimitOut
+    usage: dict[str, Any] = Field(description="Runs, tokens and cost: totals and last 30 days.")
+    limits: dict[str, Any] = Field(description="The most a run may ask for.")
