@@ -100,3 +100,9 @@ def test_revoke_needs_post(client, alice):
     token, _ = services.create_token(user=alice, name="ci", scopes=["runs:read"])
     client.login(username="alice", password=PASSWORD)
     assert client.get(reverse("tokens:revoke", args=[token.pk])).status_code == 405
+
+
+def test_the_nav_links_to_the_token_page(client, alice):
+    client.login(username="alice", password=PASSWORD)
+    page = client.get(reverse("home")).content.decode()
+    assert f'href="{reverse("tokens:list")}"' in page
