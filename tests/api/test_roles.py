@@ -1,0 +1,134 @@
+"""The API and the UI answer every role the same way: one authorization matrix.
+
+For each role in a team project (owner, admin, member, viewer), a stranger and anonymous, each
+action is done once through the UI (session) and once through the API (an all-scopes token of
+the same user), and both must land in the same class: done, forbidden (403), hidden (404), or
+"log in" (the UI's redirect, the API's 401).
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from apps.runs import services as run_services
+from apps.runs.models import Run
+from apps.teams import services as team_services
+from apps.teams.models import Membership
+from tests.api.conftest import ApiClient, make_token
+from tests.projects.factories import make_project, make_user
+
+pytestmark = pytest.mark.django_db
+ROLES = ("owner", "admin", "member", "viewer", "stranger", "anonymous")
+
+
+@pytest.fixture
+def world(db):
+    users = {name: make_user(name) for name in ROLES if name != "anonymous"}
+    team = team_services.create_team(user=users["owner"], name="Alpha")
+    for name in ("admin", "member", "viewer"):
+        Membership.objects.create(team=team, user=users[name], role=name)
+    project = make_project(users["owner"], name="Shared", team=team)
+    run = run_services.start_run(project=project, user=users["owner"], task="echo", overrides={})
+    return users, project, run
+
+
+def outcome(response, *, api: bool) -> str:
+    status = response.status_code
+    if status == 401 or (not api and status == 302 and "/login/" in response["Location"]):
+        return "login"
+    if status in (403, 404):
+        return {403: "forbidden", 404: "hidden"}[status]
+    assert status < 400, (status, response.content[:300])
+    return "done"
+
+
+# action -> (UI method, UI path, UI data, API method, API path, API body)
+ACTIONS = {
+    "read project": ("get", "/projects/{p}/", None, "GET", "/api/v1/projects/{p}", None),
+    "edit project": (
+        "get",
+        "/projects/{p}/edit/",
+        None,
+        "PATCH",
+        "/api/v1/projects/{p}",
+        {"description": "edited"},
+    ),
+    "archive project": (
+        "post",
+        "/projects/{p}/archive/",
+        {},
+        "POST",
+        "/api/v1/projects/{p}/archive",
+        None,
+    ),
+    "launch": (
+        "post",
+        "/runs/new/{p}/",
+        {"kind": "script", "task": "echo hi"},
+        "POST",
+        "/api/v1/runs",
+        {"project": "{p}", "kind": "script", "task": "echo hi"},
+    ),
+    "read run": ("get", "/runs/{r}/", None, "GET", "/api/v1/runs/{r}", None),
+    "cancel run": ("post", "/runs/{r}/cancel/", {}, "POST", "/api/v1/runs/{r}/cancel", None),
+    "rerun": ("post", "/runs/{r}/rerun/", {}, "POST", "/api/v1/runs/{r}/rerun", None),
+}
+EXPECTED = {
+    "read project": {"owner", "admin", "member", "viewer"},
+    "edit project": {"owner", "admin"},
+    "archive project": {"owner", "admin"},
+    "launch": {"owner", "admin", "member"},
+    "read run": {"owner", "admin", "member", "viewer"},
+    "cancel run": {"owner", "admin", "member"},
+    "rerun": {"owner", "admin", "member"},
+}
+
+
+def _fill(value, project, run):
+    if isinstance(value, str):
+        text = value.format(p=project.pk, r=run.pk)
+        return int(text) if text.isdigit() else text
+    if isinstance(value, dict):
+        return {k: _fill(v, project, run) for k, v in value.items()}
+    return value
+
+
+def expected(role: str, action: str) -> str:
+    if role == "anonymous":
+        return "login"
+    if role == "stranger":
+        return "hidden"
+    return "done" if role in EXPECTED[action] else "forbidden"
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("role", ROLES)
+def test_the_api_and_the_ui_share_one_authorization_matrix(world, role, action):
+    users, project, run = world
+    ui_method, ui_path, ui_data, api_method, api_path, api_body = ACTIONS[action]
+    user = users.get(role)
+
+    api = ApiClient(make_token(user) if user else None)
+    api_outcome = outcome(
+        api.request(api_method, _fill(api_path, project, run), _fill(api_body, project, run)),
+        api=True,
+    )
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.QUEUED)
+    project.refresh_from_db()
+    if project.is_archived:
+        project.archived_at = None
+        project.save()
+
+    browser = Client()
+    if user:
+        browser.force_login(user)
+    path = _fill(ui_path, project, run)
+    response = (
+        getattr(browser, ui_method)(path, ui_data)
+        if ui_data is not None
+        else getattr(browser, ui_method)(path)
+    )
+    ui_outcome = outcome(response, api=False)
+
+    assert (api_outcome, ui_outcome) == (expected(role, action),) * 2
