@@ -211,6 +211,9 @@ class RunExecution:
                     self.executor_done.set()
                     self.sampler.stop()
                     if result is not None and not self.cancel.is_set():
+                        # One last sample and listing while the sandbox still exists, so even
+                        # a run of a few hundred milliseconds keeps its graphs and tree.
+                        self.sampler.sample()
                         self.sampler.record_tree(final=True)
                     for sandbox_id, error in executor.cleanup_all().items():
                         log.warning(

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Q, QuerySet
+from django.db.models import Min, Q, QuerySet
 from django.http import Http404
 
 from apps.projects.selectors import projects_visible_to
@@ -201,6 +201,24 @@ def iter_raw_log(*, run: Run) -> Iterator[str]:
 
 
 # -- the rest of the page ------------------------------------------------------------------------
+
+
+def log_anchors(*, run: Run) -> list[dict[str, Any]]:
+    """The first log line of each command / tool call, so the timeline can link to it."""
+    rows = (
+        RunEvent.objects.filter(run_id=run.pk, type="log")
+        .values("data__command_index", "data__tool_use_id")
+        .annotate(first=Min("line_start"))
+        .order_by("first")
+    )
+    return [
+        {
+            "command_index": row["data__command_index"],
+            "tool_use_id": row["data__tool_use_id"],
+            "line": row["first"],
+        }
+        for row in rows
+    ]
 
 
 def timeline_events(*, run: Run) -> list[dict[str, Any]]:

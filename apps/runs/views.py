@@ -131,6 +131,7 @@ def detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "lines": lines,
         "first_line": lines[0].number if lines else run.log_lines + 1,
         "timeline": selectors.timeline_events(run=run),
+        "log_anchors": selectors.log_anchors(run=run),
         "stats": selectors.stats_samples(run=run),
         **_files_context(run),
     }

@@ -133,6 +133,8 @@
     var texts = d.text.split("\n");
     var last = d.line + texts.length - 1;
     state.totalLines = Math.max(state.totalLines, last);
+    var counter = document.querySelector("#run-header [data-log-count]");
+    if (counter) counter.textContent = state.totalLines;
     if (timeline) timeline.noteLogLine(d);
     if (!state.atTail) { updateWindowBanner(); return; }
     var lines = [];
@@ -304,7 +306,10 @@
   JSON.parse(document.getElementById("timeline-data").textContent).forEach(function (ev) {
     if (timeline) timeline.add(ev);
   });
-  // Log links of the timeline: the first line of each command/tool among the rendered lines.
+  // Where each command / tool call starts in the log (the timeline links there).
+  JSON.parse(document.getElementById("log-anchors").textContent).forEach(function (anchor) {
+    if (timeline) timeline.noteLogLine(anchor);
+  });
   document.querySelectorAll("[data-expand-all]").forEach(function (b) { b.addEventListener("click", function () { timeline.expandAll(); }); });
   document.querySelectorAll("[data-collapse-all]").forEach(function (b) { b.addEventListener("click", function () { timeline.collapseAll(); }); });
 
@@ -369,7 +374,7 @@
         return;
       case "stats":
         charts.push(Object.assign({ ts: ev.ts }, ev.data));
-        if (resourcesNote) resourcesNote.textContent = charts.count() + " samples";
+        if (resourcesNote) resourcesNote.textContent = charts.count() + (charts.count() === 1 ? " sample" : " samples");
         return;
       case "files":
         refresh("files", 400);

@@ -67,10 +67,20 @@
       return item;
     }
 
-    function section(parent, title, text, cls) {
+    function section(parent, title, text, cls, terminal) {
       var box = el("div", "tl-section");
       box.appendChild(el("h4", null, title));
-      box.appendChild(el("pre", "tl-pre" + (cls ? " " + cls : ""), text));
+      var pre = el("pre", "tl-pre" + (cls ? " " + cls : ""));
+      if (terminal && global.SandboxAnsi) {
+        // Command output keeps its colours, through the same safe parser as the log.
+        String(text).split("\n").forEach(function (line, index) {
+          if (index) pre.appendChild(document.createTextNode("\n"));
+          global.SandboxAnsi.render(line, pre);
+        });
+      } else {
+        pre.textContent = text;
+      }
+      box.appendChild(pre);
       parent.appendChild(box);
       return box;
     }
@@ -182,7 +192,7 @@
       t.item.classList.add(d.is_error ? "is-error" : "is-ok");
       t.state.textContent = blocked ? "blocked" : d.is_error ? "error" : "ok";
       t.dur.textContent = duration(d.duration_ms);
-      section(t.body, "Output" + (d.truncated ? " (truncated)" : ""), d.output || "(no output)", d.is_error ? "is-error" : "");
+      section(t.body, "Output" + (d.truncated ? " (truncated)" : ""), d.output || "(no output)", d.is_error ? "is-error" : "", true);
       if (!d.is_error && !blocked) t.details.open = false;
     }
 

@@ -89,9 +89,9 @@ def percent(value: Any, total: Any) -> float:
 def tokens(value: Any) -> str:
     value = int(value or 0)
     if value >= 1_000_000:
-        return f"{value / 1_000_000:.2f}M"
+        return f"{value / 1_000_000:.2f}".rstrip("0").rstrip(".") + "M"
     if value >= 10_000:
-        return f"{value / 1000:.1f}k"
+        return f"{value / 1000:.1f}".rstrip("0").rstrip(".") + "k"
     return f"{value:,}"
 
 
