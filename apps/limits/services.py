@@ -47,6 +47,12 @@ POLICY_FIELDS = (
     "monthly_token_budget",
     "monthly_cost_budget_usd",
 )
+NOUNS = {
+    "max_memory_mb": "Memory",
+    "max_cpu_cores": "CPU",
+    "max_disk_mb": "Disk",
+    "max_timeout_seconds": "Wall-clock timeout",
+}
 UNITS = {
     "max_memory_mb": " MB",
     "max_disk_mb": " MB",
@@ -144,7 +150,7 @@ def check_values(
             continue
         if strict and key in requested:
             errors.setdefault(key, []).append(
-                f"{LABELS[name].capitalize()} {_fmt(name, value)} is above the "
+                f"{NOUNS[name]} {_fmt(name, value)} is above the "
                 f"{limit.source} of {_fmt(name, limit.value)}."
             )
         else:
@@ -263,31 +269,24 @@ def _lock(keys: list[str]) -> None:
     list(ScopeLock.objects.select_for_update().filter(key__in=keys).order_by("key"))
 
 
-def _has_slot(user_id: int | None, team_id: int | None, cache: dict) -> bool:
-    """Whether a run of (user, team) could start now, ignoring queue order."""
-    key = (user_id, team_id)
+def _has_slot(user_id: int | None, team_id: int | None, other: str, cache: dict) -> bool:
+    """Whether a run of (user, team) is free to start as far as its ``other`` scope ("user" or
+    "team") is concerned."""
+    key = (user_id, team_id, other)
     if key not in cache:
         limits = effective_limits(user_id=user_id, team_id=team_id)
-        ok = True
-        if (
-            limits.user_concurrency
-            and active_count(user_id=user_id) >= limits.user_concurrency.value
-        ):
-            ok = False
-        if (
-            ok
-            and team_id
-            and limits.team_concurrency
-            and (active_count(team_id=team_id) >= limits.team_concurrency.value)
-        ):
-            ok = False
-        cache[key] = ok
+        if other == "user":
+            limit = limits.user_concurrency
+            cache[key] = not limit or active_count(user_id=user_id) < limit.value
+        else:
+            limit = limits.team_concurrency
+            cache[key] = not team_id or not limit or active_count(team_id=team_id) < limit.value
     return cache[key]
 
 
-def _ahead(run: Any, scope: Q, cache: dict) -> int:
-    """Older queued runs in ``scope`` that could start now: they go first (FIFO). Runs that are
-    themselves blocked by their other scope do not hold this one back."""
+def _ahead(run: Any, scope: Q, other: str, cache: dict) -> int:
+    """Older queued runs in ``scope`` go first (FIFO), unless their ``other`` scope blocks them:
+    a run waiting for its user's slot does not hold the rest of the team back."""
     from apps.runs.models import Run
 
     older = (
@@ -295,7 +294,13 @@ def _ahead(run: Any, scope: Q, cache: dict) -> int:
         .filter(Q(created_at__lt=run.created_at) | Q(created_at=run.created_at, pk__lt=run.pk))
         .values_list("user_id", "project__team_id")
     )
-    return sum(1 for user_id, team_id in older if _has_slot(user_id, team_id, cache))
+    return sum(1 for user_id, team_id in older if _has_slot(user_id, team_id, other, cache))
+
+
+def _wait_reason(scope: str, active: int, limit: int, ahead: int) -> str:
+    if active >= limit:
+        return f"{scope} limit {active}/{limit} running" + (f" · {ahead} ahead" if ahead else "")
+    return f"{ahead} older run(s) go first ({scope} limit {active}/{limit} running)"
 
 
 def admit(*, run: Any) -> Admission:
@@ -307,26 +312,31 @@ def admit(*, run: Any) -> Admission:
     _lock(keys)
     limits = effective_limits(user_id=user_id, team_id=team_id)
     cache: dict = {}
+    scopes = []
     if team_id and limits.team_concurrency:
-        active = active_count(team_id=team_id)
-        ahead = _ahead(run, Q(project__team_id=team_id), cache)
-        if active + ahead >= limits.team_concurrency.value:
-            waiting = f" · {ahead} ahead" if ahead else ""
-            return Admission(
-                False,
-                reason=f"team limit {min(active, limits.team_concurrency.value)}"
-                f"/{limits.team_concurrency.value} running{waiting}",
+        scopes.append(
+            (
+                "team",
+                limits.team_concurrency.value,
+                Q(project__team_id=team_id),
+                "user",
+                active_count(team_id=team_id),
             )
+        )
     if limits.user_concurrency:
-        active = active_count(user_id=user_id)
-        ahead = _ahead(run, Q(user_id=user_id), cache)
-        if active + ahead >= limits.user_concurrency.value:
-            waiting = f" · {ahead} ahead" if ahead else ""
-            return Admission(
-                False,
-                reason=f"user limit {min(active, limits.user_concurrency.value)}"
-                f"/{limits.user_concurrency.value} running{waiting}",
+        scopes.append(
+            (
+                "user",
+                limits.user_concurrency.value,
+                Q(user_id=user_id),
+                "team",
+                active_count(user_id=user_id),
             )
+        )
+    for name, limit, scope, other, active in scopes:
+        ahead = _ahead(run, scope, other, cache)
+        if active + ahead >= limit:
+            return Admission(False, reason=_wait_reason(name, active, limit, ahead))
     config, notes, errors = check_values(
         limits=limits, config=dict(run.config), requested={}, strict=False
     )
