@@ -11,6 +11,7 @@ urlpatterns = [
     path("teams/", include("apps.teams.urls")),
     path("limits/", include("apps.limits.urls")),
     path("audit/", include("apps.audit.urls")),
+    path("review/", include("apps.reviews.urls")),
     path("api/v1/", include("apps.api.urls")),
     path("settings/tokens/", include("apps.api.token_urls")),
     path("", include("apps.core.urls")),

@@ -104,6 +104,22 @@ class HistoryFilterForm(forms.Form):
     max_duration = forms.FloatField(required=False, min_value=0, label="Max duration (s)")
     min_cost = forms.DecimalField(required=False, min_value=0, label="Min cost ($)")
     max_cost = forms.DecimalField(required=False, min_value=0, label="Max cost ($)")
+    verdict = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "Any verdict"),
+            ("approved", "Approved"),
+            ("needs_work", "Needs work"),
+            ("rejected", "Rejected"),
+            ("none", "No verdict"),
+        ],
+    )
+    label = forms.CharField(required=False, max_length=40)
+    reviewer = forms.CharField(required=False, max_length=150)
+    has_comments = forms.ChoiceField(
+        required=False,
+        choices=[("", "Comments: any"), ("1", "With comments"), ("0", "Without comments")],
+    )
     sort = forms.ChoiceField(required=False, choices=[(k, k) for k in SORTS])
     order = forms.ChoiceField(required=False, choices=[("desc", "desc"), ("asc", "asc")])
 
@@ -126,4 +142,9 @@ class HistoryFilterForm(forms.Form):
             max_cost=data.get("max_cost"),
             sort=data.get("sort") or "created",
             descending=(data.get("order") or "desc") == "desc",
+            review={
+                key: (data.get(key) or "").strip()
+                for key in ("verdict", "label", "reviewer", "has_comments")
+                if data.get(key)
+            },
         )

@@ -282,6 +282,9 @@ class HistoryFilters:
     max_cost: Decimal | None = None
     sort: str = "created"
     descending: bool = True
+    # Review filters (apps/reviews/selectors.py: filter_by_review): verdict, label, reviewer,
+    # has_comments.
+    review: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -335,6 +338,10 @@ def filter_runs(queryset: QuerySet[Run], filters: HistoryFilters) -> QuerySet[Ru
         queryset = queryset.filter(cost_usd__gte=filters.min_cost)
     if filters.max_cost is not None:
         queryset = queryset.filter(cost_usd__lte=filters.max_cost)
+    if filters.review:
+        from apps.reviews.selectors import filter_by_review
+
+        queryset = filter_by_review(queryset, filters.review)
     return queryset
 
 
@@ -354,7 +361,9 @@ def list_runs_for_user(
     """
     field_name = SORTS.get(filters.sort, "created_at")
     sort = filters.sort if filters.sort in SORTS else "created"
-    queryset = filter_runs(runs_visible_to(user), filters).select_related("project", "user")
+    queryset = filter_runs(runs_visible_to(user), filters).select_related(
+        "project", "user", "review__reviewer"
+    )
     descending = filters.descending
     cursor = (
         decode_cursor(before, sort) if before else decode_cursor(after, sort) if after else None

@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from apps.projects.selectors import get_project_for_user, list_projects_for_user
+from apps.teams.selectors import require_project_role
 
 from . import selectors, services
 from .exceptions import RunError
@@ -45,6 +46,7 @@ def _attachment_headers(response: HttpResponse) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def launch(request: HttpRequest, project_id: int) -> HttpResponse:
     project = get_project_for_user(user=request.user, project_id=project_id)
+    require_project_role(user=request.user, project=project, min_role="member")  # else 403
     source = None
     if request.GET.get("from"):
         source = selectors.get_run_for_user(user=request.user, run_id=request.GET["from"])

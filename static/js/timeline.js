@@ -58,7 +58,12 @@
     var turns = {};      // turn -> {item, text, usage}
     var logLinks = {};   // source key -> first line
 
-    function append(item) { root.appendChild(item); return item; }
+    var currentSeq = null;  // the event being added: review comments anchor to it (review.js)
+    function append(item) {
+      if (currentSeq !== null && !item.dataset.seq) item.dataset.seq = currentSeq;
+      root.appendChild(item);
+      return item;
+    }
 
     function row(className, ts, icon) {
       var item = el("li", "tl-item " + className);
@@ -300,7 +305,12 @@
     };
 
     return {
-      add: function (ev) { var h = handlers[ev.type]; if (h) h(ev); },
+      add: function (ev) {
+        var h = handlers[ev.type];
+        currentSeq = ev.seq;
+        try { if (h) h(ev); } finally { currentSeq = null; }
+        root.dispatchEvent(new CustomEvent("timeline:added", { bubbles: true, detail: { seq: ev.seq } }));
+      },
       noteLogLine: noteLogLine,
       expandAll: function () { root.querySelectorAll("details").forEach(function (d) { d.open = true; }); },
       collapseAll: function () { root.querySelectorAll("details").forEach(function (d) { d.open = false; }); }
