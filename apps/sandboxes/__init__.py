@@ -1,7 +1,7 @@
 """The sandbox layer: run untrusted code in hardened, resource-limited sandboxes.
 
 A standalone library (no Django, no other app): ``SandboxManager`` creates ``Sandbox`` objects
-through registered providers (``docker`` now, ``e2b`` later). See docs/sandboxes.md.
+through registered providers (``docker``, ``e2b``). See docs/sandboxes.md.
 
     from apps.sandboxes import SandboxManager, SandboxConfig, ResourceLimits
 
@@ -32,6 +32,7 @@ from .errors import (
     SandboxFileError,
     SandboxFileNotFound,
     SandboxNotFound,
+    SandboxRateLimited,
     SandboxStateError,
     SandboxTimeout,
     SandboxUnavailable,
@@ -86,6 +87,7 @@ __all__ = [
     "SandboxManager",
     "SandboxNotFound",
     "SandboxProvider",
+    "SandboxRateLimited",
     "SandboxReport",
     "SandboxState",
     "SandboxStateError",

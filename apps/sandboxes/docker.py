@@ -30,6 +30,21 @@ import docker
 
 from . import hostdisk, hostnet
 from .base import Command, LivenessCheck, OutputCallback, Sandbox, SandboxProvider
+from .common import (
+    APP_NAME,
+    EXEC_TOKEN_VAR,
+    KILL_SCRIPT,
+    LABEL_APP,
+    LABEL_DEADLINE,
+    LABEL_ID,
+    LABEL_LIMITS,
+    LABEL_OWNER,
+    LABEL_PREFIX,
+    LABEL_PROVIDER,
+    TIMEOUT_EXIT_CODE,
+    build_argv,
+    first_line,
+)
 from .errors import (
     DiskLimitExceeded,
     FileTooLarge,
@@ -65,22 +80,11 @@ from .types import (
 
 log = logging.getLogger(__name__)
 
-LABEL_PREFIX = "org.sandboxweb."
-LABEL_APP = LABEL_PREFIX + "app"
-LABEL_ID = LABEL_PREFIX + "sandbox-id"
-LABEL_OWNER = LABEL_PREFIX + "owner"
-LABEL_DEADLINE = LABEL_PREFIX + "deadline"
-LABEL_PROVIDER = LABEL_PREFIX + "provider"
 LABEL_VOLUME = LABEL_PREFIX + "volume"
 LABEL_NETWORK = LABEL_PREFIX + "network"
 LABEL_GROUP = LABEL_PREFIX + "network-group"
-LABEL_LIMITS = LABEL_PREFIX + "limits"
 LABEL_POOLED = LABEL_PREFIX + "pooled"
 LABEL_ROLE = LABEL_PREFIX + "role"
-APP_NAME = "sandboxweb"
-
-EXEC_TOKEN_VAR = "SANDBOX_EXEC_ID"  # noqa: S105 - a variable name
-TIMEOUT_EXIT_CODE = 124
 KILL_GRACE_SECONDS = 5.0
 FILE_OP_TIMEOUT = 600.0
 MAX_LIST_ENTRIES = 100_000
@@ -151,28 +155,10 @@ fi
 rm -f -- "$r" || exit 78
 """
 # Fallback killer for remote engines (no host /proc): same idea as HostView.kill_tagged.
-_KILL_SCRIPT = r"""
-tok="$1"; mode="$2"; self=$$
-n=0
-while [ "$n" -lt 50 ]; do
-  n=$((n+1)); found=""
-  for e in /proc/[0-9]*/environ; do
-    p=${e#/proc/}; p=${p%/environ}
-    [ "$p" = "$self" ] && continue
-    if [ "$mode" = prefix ]; then
-      tr '\000' '\n' < "$e" 2>/dev/null | grep -q "^$tok" && found="$found $p"
-    elif tr '\000' '\n' < "$e" 2>/dev/null | grep -qxF -- "$tok"; then found="$found $p"; fi
-  done
-  [ -z "$found" ] && exit 0
-  kill -STOP $found 2>/dev/null; kill -KILL $found 2>/dev/null
-done
-exit 1
-"""
+_KILL_SCRIPT = KILL_SCRIPT
 
 
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "explanation", None) or str(exc)
-    return (str(text).strip().splitlines() or [type(exc).__name__])[0][:300]
+_first_line = first_line
 
 
 @contextlib.contextmanager
@@ -207,21 +193,6 @@ def _parse_user(user: str) -> tuple[int, int]:
             f"DockerOptions.user must be numeric 'uid:gid' (got {user!r}); names are resolved "
             "inside the image and could map to root."
         ) from exc
-
-
-def build_argv(command: Command, args: Sequence[str] | None) -> list[str]:
-    if isinstance(args, str | bytes):
-        raise TypeError("args must be a list of strings, not a single string")
-    argv = [command] if isinstance(command, str) else list(command)
-    argv += list(args or [])
-    if not argv or not argv[0]:
-        raise InvalidSandboxConfig("command must not be empty")
-    for item in argv:
-        if not isinstance(item, str):
-            raise TypeError(f"command arguments must be strings (got {type(item).__name__})")
-        if "\x00" in item:
-            raise InvalidSandboxConfig("command arguments must not contain NUL bytes")
-    return argv
 
 
 class _Exec:

@@ -19,6 +19,12 @@ class SandboxUnavailable(SandboxError):
     code = "sandbox_unavailable"
 
 
+class SandboxRateLimited(SandboxUnavailable):
+    """The provider's API rate-limited the request (HTTP 429) and retrying did not help."""
+
+    code = "rate_limited"
+
+
 class SandboxTimeout(SandboxError):
     code = "sandbox_timeout"
 

@@ -185,12 +185,25 @@ class DockerOptions:
 
 @dataclass(frozen=True)
 class E2BOptions:
-    api_key: str | None = None
+    """E2B-specific knobs (see docs/sandboxes.md, "E2B").
+
+    ``api_key`` None means ``$E2B_API_KEY``. ``timeout_seconds`` can only shorten the sandbox's
+    life (``limits.timeout_seconds`` stays the cap). ``metadata`` is published to anyone who can
+    list the team's sandboxes: never put secrets there. ``api_url``/``sandbox_url`` point the
+    SDK at another control plane / envd endpoint (the loopback test server); None means the
+    SDK's own resolution (``E2B_API_URL``/``E2B_SANDBOX_URL``, then ``domain``).
+    """
+
+    api_key: str | None = field(default=None, repr=False)
     template: str = "base"
     domain: str | None = None
     timeout_seconds: int | None = None
     allow_internet_access: bool | None = None  # None: derived from network_mode
     metadata: Mapping[str, str] = field(default_factory=dict)
+    api_url: str | None = None
+    sandbox_url: str | None = None
+    request_timeout_seconds: float | None = None  # None: the SDK's 60 s
+    retries: int | None = None  # control-plane retries on 429/5xx; None: the SDK's 3
 
 
 @dataclass(frozen=True)
