@@ -14,6 +14,7 @@ from apps.sandboxes import (
     ResourceLimits,
     SandboxConfig,
     SandboxManager,
+    SandboxUnavailable,
     TextDecoder,
     UnknownProvider,
     registered_providers,
@@ -104,13 +105,20 @@ def test_bad_configs_are_refused(kwargs):
         SandboxConfig(**kwargs)
 
 
-def test_providers_are_registered_and_unknown_ones_refused():
+def test_providers_are_registered_and_unknown_ones_refused(monkeypatch):
     assert {"docker", "e2b"} <= set(registered_providers())
     manager = SandboxManager(owner="unit")
     with pytest.raises(UnknownProvider, match="available"):
         manager.create_sandbox(SandboxConfig(provider="nope"))
-    # E2B is registered lazily; until its module exists it is a clear, typed refusal.
-    with pytest.raises(UnknownProvider, match="e2b"):
+    # A lazily registered provider whose module cannot be imported is a clear, typed refusal.
+    from apps.sandboxes import base
+
+    monkeypatch.setitem(base._REGISTRY, "broken", "apps.sandboxes.no_such_module:Provider")
+    with pytest.raises(UnknownProvider, match="cannot be imported"):
+        manager.create_sandbox(SandboxConfig(provider="broken"))
+    # E2B loads on first use; without a key it says which variable to set.
+    monkeypatch.delenv("E2B_API_KEY", raising=False)
+    with pytest.raises(SandboxUnavailable, match="E2B_API_KEY"):
         manager.create_sandbox(SandboxConfig(provider="e2b"))
 
 
