@@ -173,10 +173,6 @@ def _ceil_seconds(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
-class _Gone(Exception):
-    """The E2B sandbox no longer exists (killed, or its E2B timeout passed)."""
-
-
 class E2BSandbox(Sandbox):
     provider = "e2b"
 

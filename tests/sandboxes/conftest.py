@@ -5,7 +5,11 @@
   nothing with that label is left (containers, volumes, networks).
 * Every container started through ``DockerSandbox.start`` (pool threads included) is checked by
   ``apps.sandboxes.conformance`` - statically and from inside - and the test that created it
-  fails if it is not hardened.
+  fails if it is not hardened. That includes the containers behind the loopback E2B server.
+* ``e2b_server`` is one loopback E2B server for the session (tests/support/e2b_server.py); the
+  E2B provider reaches it through explicit ``E2BOptions(api_url=, sandbox_url=)``, so no test
+  depends on ``E2B_*`` environment variables. It must have no live sandbox left at the end.
+* ``provider`` parametrises the provider-contract tests (test_contract.py) over Docker and E2B.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import docker
 from apps.sandboxes import ResourceLimits, SandboxConfig, SandboxManager
 from apps.sandboxes.conformance import check_sandbox
 from apps.sandboxes.docker import APP_NAME, LABEL_APP, LABEL_OWNER, DockerSandbox
+from tests.support.e2b_server import E2BServer, ensure_no_proxy, loopback_options
 
 SESSION_OWNER = f"pytest-{uuid.uuid4().hex[:10]}"
 SMALL = ResourceLimits(memory_mb=256, cpu_cores=1.0, disk_mb=64, timeout_seconds=120)
@@ -106,3 +111,59 @@ def shared_box(module_manager) -> Iterator[DockerSandbox]:
         _checked.add(box.container_id)
     yield box
     box.destroy()
+
+
+# -- E2B (loopback) ---------------------------------------------------------------------------
+PROVIDERS = ("docker", "e2b")
+
+
+@pytest.fixture(scope="session")
+def e2b_server(sandbox_owner) -> Iterator[E2BServer]:
+    ensure_no_proxy()
+    with E2BServer(owner=sandbox_owner) as server:
+        yield server
+        left = server.live()
+    if left:
+        pytest.fail(f"the E2B tests left sandboxes behind: {left}", pytrace=False)
+
+
+def make_manager(provider: str, owner: str, server: E2BServer | None, **kwargs) -> SandboxManager:
+    """A manager for ``provider``; E2B ones talk to ``server``."""
+    kwargs.setdefault("limits", SMALL)
+    if provider == "e2b":
+        assert server is not None
+        kwargs["provider_options"] = {"e2b": {"options": loopback_options(server)}}
+    return SandboxManager(provider=provider, owner=owner, **kwargs)
+
+
+@pytest.fixture(scope="module", params=PROVIDERS)
+def provider(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def provider_server(provider, request) -> E2BServer | None:
+    return request.getfixturevalue("e2b_server") if provider == "e2b" else None
+
+
+@pytest.fixture(scope="module")
+def contract_manager(provider, provider_server, sandbox_owner) -> Iterator[SandboxManager]:
+    with make_manager(provider, sandbox_owner, provider_server) as mgr:
+        yield mgr
+
+
+@pytest.fixture
+def fresh_manager(provider, provider_server, sandbox_owner) -> Iterator[SandboxManager]:
+    with make_manager(provider, sandbox_owner, provider_server) as mgr:
+        yield mgr
+
+
+@pytest.fixture(scope="module")
+def box(contract_manager):
+    """One sandbox per provider shared by the contract tests that only touch their own files.
+    Long-lived, so a reaping test that pretends it is later never sees it expired."""
+    sandbox = contract_manager.create_sandbox(
+        SandboxConfig(limits=ResourceLimits(timeout_seconds=1800))
+    )
+    yield sandbox
+    sandbox.destroy()

@@ -1,4 +1,5 @@
-"""Lifecycle against the real engine: create, start, stop, destroy, ids, attach, reaping."""
+"""Docker-specific lifecycle: engine resources (volume, network, disk image), engine errors,
+leftover volumes. The generic lifecycle contract runs on Docker and E2B in test_contract.py."""
 
 from __future__ import annotations
 
@@ -9,17 +10,14 @@ import pytest
 import docker
 from apps.sandboxes import (
     DockerOptions,
-    ImageNotFound,
     ResourceLimits,
     SandboxConfig,
-    SandboxExists,
     SandboxManager,
-    SandboxNotFound,
     SandboxState,
     SandboxStateError,
     SandboxUnavailable,
 )
-from apps.sandboxes.docker import LABEL_DEADLINE, LABEL_ID, LABEL_OWNER
+from apps.sandboxes.docker import LABEL_OWNER
 
 pytestmark = pytest.mark.docker
 
@@ -60,93 +58,6 @@ def test_create_start_execute_destroy_leaves_nothing(manager, client):
         box.execute("true")
 
 
-def test_labels_carry_owner_id_and_deadline(manager, client, sandbox_owner):
-    before = time.time()
-    box = manager.create_sandbox(
-        SandboxConfig(limits=ResourceLimits(timeout_seconds=90), labels={"run": "42"}), start=False
-    )
-    try:
-        labels = client.containers.get(box.container_id).labels
-        assert labels[LABEL_OWNER] == sandbox_owner and labels[LABEL_ID] == box.id
-        assert labels["run"] == "42"
-        assert before + 89 <= int(labels[LABEL_DEADLINE]) <= time.time() + 91
-        assert box.state is SandboxState.CREATED
-    finally:
-        box.destroy()
-
-
-def test_context_manager_always_destroys(manager, client):
-    with pytest.raises(RuntimeError), manager.create_sandbox() as box:
-        container = box.container_id
-        raise RuntimeError("boom")
-    assert box.state is SandboxState.DESTROYED
-    assert not _exists(client, "container", container)
-
-
-def test_stop_and_start_again_keeps_the_workspace(manager):
-    with manager.create_sandbox() as box:
-        box.write_file("keep.txt", "still here")
-        started = time.monotonic()
-        box.stop()
-        assert time.monotonic() - started < 5, "init=True makes stop fast"
-        assert box.state is SandboxState.STOPPED
-        assert box.health_check().healthy is False
-        box.start()
-        assert box.read_file("keep.txt") == b"still here"
-
-
-def test_deterministic_id_detects_a_duplicate_without_touching_the_first(manager, client):
-    name = f"det-{manager.owner}-{time.time_ns()}"
-    first = manager.create_sandbox(SandboxConfig(sandbox_id=name))
-    try:
-        first.write_file("marker", "first")
-        with pytest.raises(SandboxExists) as info:
-            manager.create_sandbox(SandboxConfig(sandbox_id=name))
-        assert info.value.sandbox_id == name
-        assert first.read_file("marker") == b"first"  # the original is intact
-        assert first.execute("true").exit_code == 0
-        volumes = client.volumes.list(filters={"label": f"{LABEL_ID}={name}"})
-        assert [v.name for v in volumes] == [first.volume], "the refused create leaked a volume"
-        # A second worker (a new manager, same owner) can attach instead of creating; it then
-        # owns the sandbox, so closing that manager destroys it.
-        with SandboxManager(owner=manager.owner) as other:
-            attached = other.attach_sandbox(name)
-            assert attached.state is SandboxState.RUNNING
-            assert attached.limits == first.limits
-            assert attached.read_file("marker") == b"first"
-        assert not _exists(client, "container", first.container_id)
-    finally:
-        first.destroy()
-    with pytest.raises(SandboxNotFound):
-        manager.attach_sandbox(name)
-
-
-def test_attach_refuses_other_owners(manager):
-    with (
-        manager.create_sandbox() as box,
-        SandboxManager(owner="someone-else") as stranger,
-        pytest.raises(SandboxNotFound, match="not a sandbox of owner"),
-    ):
-        stranger.attach_sandbox(box.id)
-
-
-def test_vanished_container_reports_unhealthy_with_a_reason(manager, client):
-    box = manager.create_sandbox()
-    client.containers.get(box.container_id).remove(force=True)
-    health = box.health_check()
-    assert health.healthy is False and "no longer exists" in health.message
-    reports = manager.health_check_all()
-    assert any(r.id == box.id and r.health and not r.health.healthy for r in reports)
-    box.destroy()  # still cleans up the volume
-    assert not _exists(client, "volume", box.volume)
-
-
-def test_missing_image_is_a_typed_error_and_leaks_nothing(manager, client):
-    with pytest.raises(ImageNotFound, match="not present"):
-        manager.create_sandbox(SandboxConfig(image="sandboxweb/does-not-exist:nope"))
-    assert not manager.list_sandboxes()
-
-
 def test_engine_down_is_sandbox_unavailable(sandbox_owner):
     options = DockerOptions(base_url="unix:///nonexistent/docker.sock", api_timeout_seconds=2)
     with (
@@ -154,40 +65,6 @@ def test_engine_down_is_sandbox_unavailable(sandbox_owner):
         pytest.raises(SandboxUnavailable, match="dockerd"),
     ):
         manager.create_sandbox(SandboxConfig(docker=options))
-
-
-def test_destroy_all_removes_everything(manager, client):
-    boxes = [manager.create_sandbox() for _ in range(2)]
-    boxes.append(manager.create_sandbox(start=False))
-    assert len(manager.list_sandboxes()) == 3
-    assert manager.destroy_all() == []
-    assert manager.list_sandboxes() == []
-    for box in boxes:
-        assert not _exists(client, "container", box.container_id)
-        assert not _exists(client, "volume", box.volume)
-
-
-def test_reap_orphans_by_deadline_and_by_liveness(sandbox_owner, client):
-    crashed = SandboxManager(owner=sandbox_owner)  # a worker that dies without cleaning up
-    expired = crashed.create_sandbox(SandboxConfig(limits=ResourceLimits(timeout_seconds=30)))
-    finished = crashed.create_sandbox(SandboxConfig(labels={"run": "done"}))
-    running = crashed.create_sandbox(SandboxConfig(labels={"run": "live"}))
-    with SandboxManager(owner=sandbox_owner) as sweeper:
-        # Nothing is past its deadline yet and nobody says a run ended: nothing is reaped.
-        assert sweeper.reap_orphans() == []
-        # By deadline: pretend it is 60 s later (only the 30 s one expired).
-        assert sweeper.reap_orphans(now=time.time() + 60) == [expired.id]
-        # By liveness callback: the web layer knows run "done" finished.
-        reaped = sweeper.reap_orphans(is_live=lambda labels: labels.get("run") != "done")
-        assert reaped == [finished.id]
-    for box in (expired, finished):
-        assert not _exists(client, "container", box.container_id)
-        assert not _exists(client, "volume", box.volume)
-    assert running.execute("true").exit_code == 0
-    # Sandboxes the calling manager still owns are never reaped, even if "not live".
-    assert crashed.reap_orphans(is_live=lambda labels: False) == []
-    crashed.close()
-    assert not _exists(client, "container", running.container_id)
 
 
 def test_reap_removes_dangling_volumes_of_the_owner(sandbox_owner, client):

@@ -1,4 +1,4 @@
-"""Warm pool (fast, single use, refilled) and real resource statistics."""
+"""Warm pool (fast, single use, refilled) and Docker-only statistics (pids, cost, network)."""
 
 from __future__ import annotations
 
@@ -79,29 +79,18 @@ def test_close_destroys_the_pool(sandbox_owner):
     assert not client.volumes.list(filters={"label": f"case={marker}"})
 
 
-def test_stats_are_real_and_cheap(shared_box):
+def test_docker_stats_count_processes_and_are_cheap(shared_box):
+    """Docker-only figures (pids, engine-free reads); usage itself is in test_contract.py."""
     first = shared_box.get_stats()
     assert first.memory_limit_mb == 256 and first.pids >= 2
-    assert first.disk_limit_mb and 0 < first.disk_limit_mb <= 64
-    shared_box.write_file("stats/blob.bin", b"s" * (5 * 1024 * 1024))
-    hog = (
-        "import time\nx = bytearray(60 * 2**20)\nt = time.time()\n"
-        "while time.time() - t < 2:\n    pass\n"
-    )
-    # Background jobs must let go of stdout/stderr, or the command lasts as long as they do.
-    shared_box.execute("sh", ["-c", 'python3 -c "$0" >/dev/null 2>&1 &', hog])
-    time.sleep(0.8)
-    stats = shared_box.get_stats()
-    assert stats.memory_usage_mb > 40, stats
-    assert stats.pids > first.pids
-    assert stats.cpu_percent > 20, stats
-    assert stats.disk_usage_mb >= 5, stats
+    shared_box.execute("sh", ["-c", "sleep 3 >/dev/null 2>&1 & sleep 3 >/dev/null 2>&1 &"])
+    assert shared_box.get_stats().pids >= first.pids + 2
     started = time.perf_counter()
     for _ in range(20):
         shared_box.get_stats()
     per_call_ms = (time.perf_counter() - started) * 1000 / 20
     assert per_call_ms < 100, per_call_ms  # cheap enough to sample every second
-    time.sleep(1)
+    shared_box.kill_all_processes()
 
 
 def test_network_counters_move(manager):
@@ -117,15 +106,3 @@ def test_network_counters_move(manager):
         box.execute("python3", ["-c", poke])
         after = box.get_stats()
         assert after.network_tx_mb > before.network_tx_mb
-
-
-def test_manager_reports(manager):
-    box = manager.create_sandbox()
-    stopped = manager.create_sandbox()
-    stopped.stop()
-    reports = {r.id: r for r in manager.get_all_stats()}
-    assert reports[box.id].stats and reports[box.id].stats.memory_limit_mb == 256
-    assert reports[stopped.id].error and "stopped" in reports[stopped.id].error
-    health = {r.id: r.health for r in manager.health_check_all()}
-    assert health[box.id].healthy and not health[stopped.id].healthy
-    manager.destroy_all()
