@@ -104,6 +104,9 @@ def save_policy(
             before=before,
             after=after,
         )
+    team_id, user_id = policy.team_id, policy.user_id
+    # A raised limit may let waiting runs start now.
+    transaction.on_commit(lambda: wake_waiting(team_id=team_id, user_id=user_id))
     return policy
 
 
@@ -121,6 +124,8 @@ def delete_policy(*, actor: Any, policy: LimitPolicy) -> None:
         before=_snapshot(policy),
         after=None,
     )
+    team_id, user_id = policy.team_id, policy.user_id
+    transaction.on_commit(lambda: wake_waiting(team_id=team_id, user_id=user_id))
     policy.delete()
 
 
@@ -388,3 +393,23 @@ def ceiling_rows() -> list[tuple[str, Any]]:
     from django.conf import settings
 
     return [(LABELS[name], settings.RUN_LIMITS[key]) for name, key in MAXIMA.items()]
+
+
+def wake_waiting(*, team_id: int | None = None, user_id: int | None = None) -> list[int]:
+    """Enqueue queued runs of the scope whose limits changed (all queued runs for the instance
+    row), oldest first; admission decides which of them actually start."""
+    from apps.runs.models import Run
+    from apps.runs.services import enqueue_run
+
+    runs = Run.objects.filter(status=Run.Status.QUEUED)
+    if team_id is not None:
+        runs = runs.filter(project__team_id=team_id)
+    elif user_id is not None:
+        runs = runs.filter(user_id=user_id)
+    ids = list(runs.order_by("created_at", "pk").values_list("pk", flat=True)[:200])
+    for run_id in ids:
+        try:
+            enqueue_run(run_id)
+        except Exception as exc:  # the broker is down: the sweeper re-enqueues queued runs
+            log.warning("could not enqueue waiting run %s: %s", run_id, exc)
+    return ids

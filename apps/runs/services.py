@@ -91,8 +91,9 @@ def transition(
         # Conditional on the state read above: a racing writer makes this a no-op, not a clobber.
         if not Run.objects.filter(pk=run.pk, status=current.status).update(**updates):
             raise InvalidTransition(f"run {run.pk} changed state while moving to {to}")
-        if to in Run.TERMINAL and current.status != S.QUEUED:
-            # A slot of its team/user frees: start the next waiting runs (apps/limits).
+        if to in Run.TERMINAL:
+            # A slot of its team/user frees (or a run others waited behind is gone): start the
+            # next waiting runs (apps/limits).
             _release_after_commit(current)
         append_events(
             run.pk,

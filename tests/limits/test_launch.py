@@ -208,3 +208,40 @@ def test_racing_claims_for_the_last_slots_start_exactly_the_limit(monkeypatch):
     ]
     assert {r.pk for r in Run.objects.filter(status=S.PROVISIONING)} == {r.pk for r in runs[:3]}
     assert LimitPolicy.objects.count() == 1
+
+
+def test_the_worker_rechecks_today_s_limits_when_it_claims(world, no_broker):
+    world.project.memory_mb = 1024
+    world.project.save()
+    run = run_services.start_run(
+        project=world.project, user=world.member, task="echo", overrides={}
+    )
+    assert run.config["memory_mb"] == 1024
+    limits("team", team=world.team, max_memory_mb=256)
+    claimed = run_services.claim_run(run_id=run.pk, lease_owner="w")
+    assert claimed.config["memory_mb"] == 256
+    assert any("clamped to 256 (team Alpha limit)" in n for n in claimed.config["clamp_notes"])
+    # A limit that cannot be clamped (the image is no longer allowed) ends the run instead.
+    late = run_services.start_run(project=world.project, user=world.member, task="x", overrides={})
+    limits("team", team=world.team, max_memory_mb=256, allowed_images=["python:*"])
+    assert run_services.claim_run(run_id=late.pk, lease_owner="w") is None
+    late.refresh_from_db()
+    assert (late.status, late.end_reason) == (S.ERROR, "limit")
+    assert "is not allowed by the team Alpha limit" in late.error_message
+
+
+def test_raising_a_limit_wakes_the_waiting_runs(
+    world, no_broker, django_capture_on_commit_callbacks
+):
+    limits("team", team=world.team, max_concurrent_runs=1)
+    first = run_services.start_run(project=world.project, user=world.member, task="1", overrides={})
+    waiting = run_services.start_run(
+        project=world.project, user=world.member, task="2", overrides={}
+    )
+    assert run_services.claim_run(run_id=first.pk, lease_owner="w")
+    assert run_services.claim_run(run_id=waiting.pk, lease_owner="w") is None
+    no_broker.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        limits("team", team=world.team, max_concurrent_runs=2)
+    assert no_broker == [waiting.pk]
+    assert run_services.claim_run(run_id=waiting.pk, lease_owner="w") is not None

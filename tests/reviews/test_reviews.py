@@ -158,3 +158,15 @@ def test_compare_two_runs_side_by_side(world, run, client):
     assert (
         client.get(reverse("reviews:compare") + f"?run={run.pk}&run={other.pk}").status_code == 404
     )
+
+
+def test_comments_anchor_to_a_timeline_event(world, run, client):
+    seq = run.events.filter(type="status").values_list("seq", flat=True).first()
+    comment = services.add_comment(run=run, user=world.member, body="why queued?", seq=seq)
+    assert (comment.anchor, comment.seq) == ("event", seq)
+    with pytest.raises(ValidationError, match="No such event"):
+        services.add_comment(run=run, user=world.member, body="x", seq=10_000)
+    login(client, world.viewer)
+    panel = client.get(reverse("reviews:panel", args=[run.pk]))
+    assert f"event #{seq}".encode() in panel.content
+    assert f'"{seq}": [{{"id": {comment.pk}'.encode() in panel.content  # the JSON for review.js
