@@ -20,6 +20,7 @@ WRITE = token_auth("projects:write")
 
 
 def project_out(project: Project, *, user) -> dict:
+    """As stored (a value given as 1.5 reads back as the database keeps it: 1.50)."""
     return {
         **{field: getattr(project, field) for field in services.EDITABLE_FIELDS if field != "team"},
         "id": project.pk,
@@ -60,7 +61,7 @@ def list_projects(request: HttpRequest, archived: bool = False) -> dict:
 @router.post(
     "/projects",
     auth=WRITE,
-    response={201: ProjectOut, **errors(400, 401, 403, 429)},
+    response={201: ProjectOut, **ERRORS},
     summary="Create a project",
 )
 def create_project(request: HttpRequest, payload: ProjectIn) -> Status:
@@ -70,6 +71,7 @@ def create_project(request: HttpRequest, payload: ProjectIn) -> Status:
     project = services.create_project(
         owner=request.user, values=values, set_secrets=payload.secrets or {}
     )
+    project.refresh_from_db()
     return Status(201, project_out(project, user=request.user))
 
 
@@ -105,6 +107,7 @@ def update_project(request: HttpRequest, project_id: Id, payload: ProjectPatch) 
             delete_secrets=payload.delete_secrets or (),
             actor=request.user,
         )
+        project.refresh_from_db()
     return project_out(project, user=request.user)
 
 

@@ -127,8 +127,6 @@ def launch_run(request: HttpRequest, payload: RunIn) -> Status:
     project = get_project_for_user(user=request.user, project_id=payload.project)
     require_project_role(user=request.user, project=project, min_role="member")
     overrides = payload.overrides.model_dump(exclude_none=True)
-    if "max_cost_usd" in overrides:
-        overrides["max_cost_usd"] = float(overrides["max_cost_usd"])
     _check_limits(overrides)
     task = "\n".join(payload.commands) if payload.commands else payload.task
     kind = payload.kind
