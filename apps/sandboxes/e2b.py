@@ -197,7 +197,6 @@ class E2BSandbox(Sandbox):
         self._cpu_count: int | None = None
         self._memory_mb: int | None = None
         self._disk_mb: float | None = None
-        self._last_stderr = ""
         # What the sandbox got that differs from what was asked (a smaller template).
         self.notices: list[str] = []
 
@@ -354,7 +353,7 @@ class E2BSandbox(Sandbox):
     def _setup_workspace(self) -> None:
         """Create the workspace (as root if the template's user cannot) and check its size."""
         assert self._sdk is not None
-        out, code = self._script(_SETUP_SCRIPT, [self.workspace], action="prepare the workspace")
+        out, code, _ = self._script(_SETUP_SCRIPT, [self.workspace], action="prepare the workspace")
         lines = out.decode("utf-8", "replace").splitlines()
         if code == 3 and lines:
             self._script(
@@ -364,7 +363,7 @@ class E2BSandbox(Sandbox):
                 user="root",
                 check=True,
             )
-            out, code = self._script(
+            out, code, _ = self._script(
                 _SETUP_SCRIPT, [self.workspace], action="prepare the workspace"
             )
             lines = out.decode("utf-8", "replace").splitlines()
@@ -460,8 +459,8 @@ class E2BSandbox(Sandbox):
         user: str | None = None,
         check: bool = False,
         timeout: float = FILE_OP_TIMEOUT,
-    ) -> tuple[bytes, int]:
-        """Run a fixed helper script; returns (stdout, exit code). stderr goes into errors."""
+    ) -> tuple[bytes, int, str]:
+        """Run a fixed helper script; returns (stdout, exit code, stderr)."""
         sdk = self._sdk
         assert sdk is not None
         command = shlex.join(["sh", "-c", script, "sh", *args])
@@ -485,8 +484,7 @@ class E2BSandbox(Sandbox):
                 ) from exc
         if check and code != 0:
             raise SandboxError(f"Could not {action} in sandbox {self.id} (exit {code}): {err}")
-        self._last_stderr = err
-        return out.encode("utf-8", "surrogateescape"), code
+        return out.encode("utf-8", "surrogateescape"), code, err
 
     def execute(
         self,
@@ -640,7 +638,9 @@ class E2BSandbox(Sandbox):
             log.warning("sandbox %s: killing a stopped command failed: %s", self.id, exc)
 
     def _kill_tagged(self, marker: str, mode: str) -> None:
-        _out, code = self._script(KILL_SCRIPT, [marker, mode], action="kill processes", timeout=30)
+        _out, code, _err = self._script(
+            KILL_SCRIPT, [marker, mode], action="kill processes", timeout=30
+        )
         if code != 0:
             raise SandboxError(f"Could not kill the processes in sandbox {self.id}; destroy it.")
 
@@ -666,10 +666,10 @@ class E2BSandbox(Sandbox):
             if op == "write" and target == self.workspace:
                 raise SandboxFileError(f"{path} is the workspace directory itself; name a file.")
             args = [self.workspace, target, op, *extra]
-        out, code = self._script(_PREFLIGHT_SCRIPT, args, action=f"check {path}")
+        out, code, err = self._script(_PREFLIGHT_SCRIPT, args, action=f"check {path}")
         if code != 0:
             limit = int(extra[0]) if op == "read" and extra else 0
-            raise self._file_error(code, path, self._last_stderr, limit=limit)
+            raise self._file_error(code, path, err, limit=limit)
         resolved, _, rest = out.partition(b"\0")
         return resolved.decode("utf-8", "surrogateescape"), rest
 

@@ -688,8 +688,10 @@ class E2BServer:
         owner: str,
         api_key: str = TEST_API_KEY,
         templates: dict[str, Template] | None = None,
+        other_keys: Iterable[str] = (),
     ) -> None:
         self.api_key = api_key
+        self.api_keys = {api_key, *other_keys}  # e.g. a second team's key
         self.templates = dict(templates or DEFAULT_TEMPLATES)
         self.owner = owner
         self.manager = SandboxManager(owner=owner, provider="docker")
@@ -973,7 +975,7 @@ class E2BServer:
     def _control_plane(self, environ: dict[str, Any]) -> tuple:
         record: Recorded = environ["e2b.request"]
         method, path, query = record.method, record.path, record.query
-        if record.headers.get("x-api-key") != self.api_key:
+        if record.headers.get("x-api-key") not in self.api_keys:
             raise _Abort(401, "Invalid API key, it must start with 'e2b_' and be registered")
         if isinstance(record.body, bytes):
             raise _Abort(400, "the request body is not JSON")
