@@ -4,11 +4,12 @@ exactly-as-many under racing claims) and budgets."""
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.urls import reverse
 
 from apps.limits import services as limit_services
@@ -245,3 +246,55 @@ def test_raising_a_limit_wakes_the_waiting_runs(
         limits("team", team=world.team, max_concurrent_runs=2)
     assert no_broker == [waiting.pk]
     assert run_services.claim_run(run_id=waiting.pk, lease_owner="w") is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admission_holds_the_team_lock_until_the_claim_commits(monkeypatch):
+    """Counting running runs and deciding is one critical section per team: a second admission
+    for the same team waits for the first one's commit (SELECT ... FOR UPDATE on PostgreSQL; the
+    write lock of an IMMEDIATE transaction on SQLite)."""
+    monkeypatch.setattr(run_services, "enqueue_run", lambda run_id: None)
+    alice, bob = make_user("lock-a"), make_user("lock-b")
+    team = Team.objects.create(name="Locks")
+    for user in (alice, bob):
+        Membership.objects.create(team=team, user=user, role="member")
+    project = make_project(alice, team=team)
+    limit_services.save_policy(
+        actor=None, scope="team", team=team, values={"max_concurrent_runs": 1}
+    )
+    a = run_services.start_run(project=project, user=alice, task="a", overrides={})
+    b = run_services.start_run(project=project, user=bob, task="b", overrides={})
+    entered, release = threading.Event(), threading.Event()
+    order: list = []
+
+    def first() -> None:
+        try:
+            with transaction.atomic():
+                run = Run.objects.select_related("project").get(pk=a.pk)
+                order.append(("first", limit_services.admit(run=run).start))
+                entered.set()
+                release.wait(10)
+                Run.objects.filter(pk=a.pk).update(status=S.PROVISIONING)
+                order.append("first committed")
+        finally:
+            connection.close()
+
+    def second() -> None:
+        try:
+            entered.wait(10)
+            with transaction.atomic():
+                run = Run.objects.select_related("project").get(pk=b.pk)
+                order.append(("second", limit_services.admit(run=run).start))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    entered.wait(10)
+    time.sleep(0.8)
+    assert order == [("first", True)], "the second admission did not wait for the lock"
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert order == [("first", True), "first committed", ("second", False)]
