@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import Count, Max, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.http import Http404
@@ -225,12 +226,19 @@ def report_for_request(*, user: Any, params: Any) -> UsageReport:
             user_id=None if project.team_id else project.owner_id,
             team_id=project.team_id,
         )
+    subject = user
     if params.get("user") and params["user"] != user.get_username():
-        raise Http404("Usage of other users is not shown here")
-    runs = Run.objects.filter(user_id=user.pk)
-    return build_report(
-        title=f"You ({user.get_username()})", kind="user", runs=runs, user_id=user.pk, team_id=None
-    )
+        # Instance admins look at anyone's usage; everyone else only at their own.
+        subject = (
+            get_user_model().objects.filter(username=params["user"]).first()
+            if user.is_staff
+            else None
+        )
+        if subject is None:
+            raise Http404("No such user")
+    runs = Run.objects.filter(user_id=subject.pk)
+    title = f"You ({user.get_username()})" if subject == user else f"User {subject.get_username()}"
+    return build_report(title=title, kind="user", runs=runs, user_id=subject.pk, team_id=None)
 
 
 def choices(user: Any) -> dict[str, Any]:

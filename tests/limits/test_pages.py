@@ -73,3 +73,27 @@ def test_usage_page_for_me_a_team_and_a_project(world, client):
         assert b"Sandbox-minutes per day" in response.content
     assert client.get(reverse("limits:usage") + f"?team={world.other_team.pk}").status_code == 404
     assert client.get(reverse("limits:usage") + f"?project={world.private.pk}").status_code == 404
+
+
+def test_the_launch_page_shows_the_limits_that_apply(world, client):
+    from apps.limits import services
+
+    services.save_policy(
+        actor=None,
+        scope="team",
+        team=world.team,
+        values={"max_memory_mb": 512, "max_concurrent_runs": 2, "monthly_token_budget": 9000},
+    )
+    login(client, world.member)
+    page = client.get(reverse("runs:launch", args=[world.project.pk])).content.decode()
+    assert "512 MB" in page and "team Alpha limit" in page
+    assert "0/2" in page and "9000" in page
+
+
+def test_staff_see_any_users_usage_others_only_their_own(world, client):
+    login(client, world.staff)
+    page = client.get(reverse("limits:usage") + "?user=member")
+    assert page.status_code == 200 and b"User member" in page.content
+    client.logout()
+    login(client, world.viewer)
+    assert client.get(reverse("limits:usage") + "?user=member").status_code == 404
