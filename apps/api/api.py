@@ -5,7 +5,7 @@ from __future__ import annotations
 from ninja import NinjaAPI, Swagger
 
 from . import errors
-from .endpoints import me, projects, runs
+from .endpoints import me, projects, reviews, runs
 from .ratelimit import TokenRateThrottle
 
 DESCRIPTION = """\
@@ -33,3 +33,4 @@ errors.install(api)
 api.add_router("", me.router)
 api.add_router("", projects.router)
 api.add_router("", runs.router)
+api.add_router("", reviews.router)

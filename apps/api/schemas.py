@@ -311,3 +311,44 @@ class UsageOut(Schema):
     rate_limit: RateLimitOut
     usage: dict[str, Any] = Field(description="Runs, tokens and cost: totals and last 30 days.")
     limits: dict[str, Any] = Field(description="The most a run may ask for.")
+
+
+# -- review --------------------------------------------------------------------------------------
+
+Verdict = Literal["approved", "needs_work", "rejected", ""]
+
+
+class CommentOut(Schema):
+    id: int
+    author: str | None
+    body: str
+    anchor: str = Field(description="run, line (a log line) or event (a timeline event).")
+    line: int | None
+    seq: int | None
+    created_at: dt.datetime
+
+
+class CommentIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    body: text(10_000, min_length=1)
+    line: BigInt | None = Field(None, description="Anchor on this log line (from 1).")
+    seq: BigInt | None = Field(None, description="Anchor on this event of the run.")
+
+
+class VerdictIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Verdict = Field(description="Empty clears the verdict.")
+    note: text(500) = ""
+
+
+class ReviewOut(Schema):
+    run: int
+    verdict: str = Field(description="approved, needs_work, rejected, or empty: none yet.")
+    verdict_by: str | None
+    verdict_at: dt.datetime | None
+    verdict_note: str
+    reviewer: str | None
+    labels: list[str]
+    comments: list[CommentOut]

@@ -46,6 +46,12 @@ class ApiClient:
     def patch(self, path: str, body: Any = None):
         return self.request("PATCH", path, body)
 
+    def put(self, path: str, body: Any = None):
+        return self.request("PUT", path, body)
+
+    def delete(self, path: str):
+        return self.request("DELETE", path)
+
 
 def assert_error(response, status: int, code: str | None = None, field: str | None = None):
     assert response.status_code == status, response.content

@@ -84,6 +84,10 @@ SCOPED = [
     ("GET", "/api/v1/runs/{run}/log", "runs:read"),
     ("GET", "/api/v1/runs/{run}/artifacts", "runs:read"),
     ("GET", "/api/v1/runs/{run}/artifacts/1/download", "runs:read"),
+    ("GET", "/api/v1/runs/{run}/review", "reviews:read"),
+    ("PUT", "/api/v1/runs/{run}/verdict", "reviews:write"),
+    ("POST", "/api/v1/runs/{run}/comments", "reviews:write"),
+    ("DELETE", "/api/v1/runs/{run}/comments/1", "reviews:write"),
 ]
 
 
@@ -98,7 +102,7 @@ def run(alice, project):
 def test_every_operation_needs_its_scope(alice, project, run, method, path, scope):
     path = path.format(project=project.pk, run=run.pk)
     resource = scope.split(":")[0]
-    other = "runs:write" if resource == "projects" else "projects:write"
+    other = "runs:write" if resource in {"projects", "reviews"} else "projects:write"
     lacking = ApiClient(make_token(alice, [other]))
     error = assert_error(lacking.request(method, path, {}), 403, "missing_scope")
     assert scope in error["message"]
@@ -120,10 +124,13 @@ def test_a_token_never_reaches_beyond_its_owner(alice, bob, project, run):
     """Bob's all-scopes token sees none of Alice's objects: 404, exactly as for nonexistent."""
     api = ApiClient(make_token(bob))
     missing = ApiClient(make_token(bob)).get("/api/v1/projects/999999").json()
+    # Well-formed bodies: a malformed one is a 400 before any lookup, for any id.
+    bodies = {"verdict": {"verdict": "approved"}, "comments": {"body": "hi"}}
     for method, path, _ in SCOPED:
-        response = api.request(method, path.format(project=project.pk, run=run.pk), {})
+        body = bodies.get(path.rsplit("/", 1)[-1], {})
+        response = api.request(method, path.format(project=project.pk, run=run.pk), body)
         if "{" in path:
-            assert response.json() == missing | {}, (method, path)
+            assert response.json() == missing, (method, path)
             assert response.status_code == 404
     assert api.get("/api/v1/projects").json()["items"] == []
     assert api.get("/api/v1/runs").json()["items"] == []

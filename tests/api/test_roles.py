@@ -73,6 +73,22 @@ ACTIONS = {
     "read run": ("get", "/runs/{r}/", None, "GET", "/api/v1/runs/{r}", None),
     "cancel run": ("post", "/runs/{r}/cancel/", {}, "POST", "/api/v1/runs/{r}/cancel", None),
     "rerun": ("post", "/runs/{r}/rerun/", {}, "POST", "/api/v1/runs/{r}/rerun", None),
+    "comment": (
+        "post",
+        "/review/runs/{r}/comments/",
+        {"body": "looks good"},
+        "POST",
+        "/api/v1/runs/{r}/comments",
+        {"body": "looks good"},
+    ),
+    "verdict": (
+        "post",
+        "/review/runs/{r}/verdict/",
+        {"verdict": "approved"},
+        "PUT",
+        "/api/v1/runs/{r}/verdict",
+        {"verdict": "approved"},
+    ),
 }
 EXPECTED = {
     "read project": {"owner", "admin", "member", "viewer"},
@@ -82,6 +98,8 @@ EXPECTED = {
     "read run": {"owner", "admin", "member", "viewer"},
     "cancel run": {"owner", "admin", "member"},
     "rerun": {"owner", "admin", "member"},
+    "comment": {"owner", "admin", "member"},
+    "verdict": {"owner", "admin", "member"},
 }
 
 
