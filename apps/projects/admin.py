@@ -8,7 +8,8 @@ class SecretInline(admin.TabularInline):
     fields = ("name", "fingerprint", "updated_at")
     readonly_fields = fields
     extra = 0
-    can_delete = True
+    # Deleting here would bypass the audit log: secrets change on the project form (or API).
+    can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False  # values are set through the project form, encrypted

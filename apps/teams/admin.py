@@ -22,8 +22,17 @@ class TeamAdmin(admin.ModelAdmin):
     search_fields = ("name",)
     inlines = [MembershipInline]
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # would remove memberships without an audit entry
+
 
 @admin.register(Invitation)
 class InvitationAdmin(admin.ModelAdmin):
     list_display = ("team", "user", "role", "status", "created_at")
     list_filter = ("status", "role")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # invitations are answered on the Teams page, where it is audited
+
+    def has_add_permission(self, request) -> bool:
+        return False

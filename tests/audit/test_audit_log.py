@@ -82,3 +82,20 @@ def test_admins_filter_and_export_csv(world, client):
     login(client, world.owner)
     assert client.get(reverse("audit:list")).status_code == 403
     assert client.get(reverse("audit:export")).status_code == 403
+
+
+def test_the_django_admin_cannot_change_or_delete_entries(world, client):
+    from tests.projects.factories import make_user
+
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    event = AuditEvent.objects.first()
+    assert client.get(f"/admin/audit/auditevent/{event.pk}/change/").status_code == 200
+    assert (
+        client.post(f"/admin/audit/auditevent/{event.pk}/change/", {"action": "x"}).status_code
+        == 403
+    )
+    assert (
+        client.post(f"/admin/audit/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert AuditEvent.objects.get(pk=event.pk).action == event.action
