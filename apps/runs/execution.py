@@ -487,7 +487,9 @@ class Sampler:
 
     def _loop(self) -> None:
         self.sample(first=True)
-        self.record_tree()
+        # The first listing waits a moment: it must not compete with the run's first command.
+        self._last_tree = time.monotonic()
+        self._dirty.set()
         next_sample = time.monotonic() + self.interval
         while True:
             now = time.monotonic()

@@ -202,6 +202,7 @@ class RunRecorder:
         self.closed = False
         self.last_written_seq = run.last_seq
         self.write_errors = 0
+        self._last_write = 0.0  # time.monotonic() of the last write
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -270,7 +271,7 @@ class RunRecorder:
                 return
             self._items.append(NewEvent(type=kind, ts=ts, data=data))
             self._pending_bytes += _size_hint(data)
-            if self._pending_bytes >= FLUSH_SOON_BYTES:
+            if len(self._items) == 1 or self._pending_bytes >= FLUSH_SOON_BYTES:
                 self._cond.notify_all()
 
     def log(
@@ -288,6 +289,7 @@ class RunRecorder:
             if self.lost:
                 return
             self._wait_for_room()
+            was_empty = not self._items
             pending = self._partial.pop(stream, None)
             since = ts
             if pending is not None:
@@ -307,7 +309,7 @@ class RunRecorder:
             if lines:
                 self._add_lines(stream, source, lines, ts)
             fire = self._over_hard_limit()
-            if self._pending_bytes >= FLUSH_SOON_BYTES:
+            if (was_empty and self._items) or rest or self._pending_bytes >= FLUSH_SOON_BYTES:
                 self._cond.notify_all()
         if fire:
             self._fire_limit("output_limit")
@@ -442,15 +444,26 @@ class RunRecorder:
     # -- the flusher --------------------------------------------------------------------------
 
     def _flush_loop(self) -> None:
+        """Write as soon as something arrives after a quiet spell (a sparse run's events show
+        at once), then at most every ``flush_interval`` while output keeps coming (batches)."""
         try:
             while True:
                 with self._cond:
-                    if not self.closed:
-                        self._cond.wait(timeout=self.flush_interval)
-                    now = time.time()
-                    for stream, (_, since, _) in list(self._partial.items()):
-                        if now - since >= PARTIAL_LINE_AFTER:
-                            self._release_partial(stream)
+                    while not self.closed and not self.lost:
+                        now = time.time()
+                        for stream, (_, since, _) in list(self._partial.items()):
+                            if now - since >= PARTIAL_LINE_AFTER:
+                                self._release_partial(stream)
+                        if self._items:
+                            due = self._last_write + self.flush_interval - time.monotonic()
+                            if due <= 0 or self._pending_bytes >= FLUSH_SOON_BYTES:
+                                break
+                            self._cond.wait(due)
+                        elif self._partial:
+                            oldest = min(since for _, since, _ in self._partial.values())
+                            self._cond.wait(max(0.01, oldest + PARTIAL_LINE_AFTER - now))
+                        else:
+                            self._cond.wait(self.flush_interval)
                     done = self.closed
                 with self._write_lock:
                     self._write_pending()
@@ -498,6 +511,7 @@ class RunRecorder:
                     return
                 time.sleep(delay)
         self.last_written_seq = upto
+        self._last_write = time.monotonic()
         self._written.update(updates)
         with self._cond:
             self._pending_bytes = max(0, self._pending_bytes - pending_bytes)

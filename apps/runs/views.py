@@ -20,13 +20,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from apps.projects.selectors import get_project_for_user, list_projects_for_user
+from apps.projects.selectors import get_project_for_user, projects_visible_to
 from apps.teams.selectors import require_project_role
 
 from . import selectors, services
 from .exceptions import RunError
 from .forms import HistoryFilterForm, LaunchForm
 from .models import Run
+from .templatetags import runs as run_tags
 
 MAX_FETCH_LINES = 20_000
 PREVIEW_BYTES = 256 * 1024
@@ -305,10 +306,39 @@ def artifacts_zip(request: HttpRequest, run_id: int) -> HttpResponse:
 # -- history --------------------------------------------------------------------------------------
 
 
+def _history_rows(runs: list[Run]) -> list[dict]:
+    """Table rows as plain values: the template does lookups, no per-cell filter chains."""
+    detail = reverse("runs:detail", args=[0])[:-2]  # "/runs/"
+    project = reverse("projects:detail", args=[0])[:-2]
+    rows = []
+    for run in runs:
+        rows.append(
+            {
+                "run": run,
+                "pk": run.pk,
+                "url": f"{detail}{run.pk}/",
+                "created": run.created_at,
+                "project": run.project.name,
+                "project_url": f"{project}{run.project_id}/",
+                "status": run.get_status_display(),
+                "tone": run_tags.status_tone(run.status),
+                "end": run_tags.end_reason_label(run.end_reason) if run.is_terminal else "",
+                "kind": run.kind,
+                "task": run_tags.first_line(run.task, 70),
+                "user": run.user.get_username() if run.user else "—",
+                "duration": run_tags.duration(run.duration_ms) if run.duration_ms else "—",
+                "tokens": run_tags.tokens(run.total_tokens) if run.total_tokens else "—",
+                "cost": run_tags.usd(run.cost_usd) if run.cost_usd else "—",
+                "peak": f"{run.peak_memory_mb:.0f} MB" if run.peak_memory_mb else "—",
+            }
+        )
+    return rows
+
+
 @login_required
 @require_GET
 def history(request: HttpRequest) -> HttpResponse:
-    projects = list_projects_for_user(user=request.user)
+    projects = projects_visible_to(request.user).order_by("name").only("pk", "name")
     form = HistoryFilterForm(request.GET or None, projects=projects)
     if request.GET and not form.is_valid():
         return HttpResponseBadRequest("Invalid filters")
@@ -340,6 +370,7 @@ def history(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "page": page,
+        "rows": _history_rows(page.runs),
         "filters": filters,
         "query": query,
         "next_url": link(after=page.next_cursor) if page.next_cursor else None,

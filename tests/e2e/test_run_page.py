@@ -92,8 +92,10 @@ def test_script_run_streams_live_survives_reload_and_reconnect_and_shows_everyth
 
     # Reload in the middle of the run.
     page.wait_for_selector("#L1500", timeout=60_000)
+    assert Run.objects.get(pk=run_id).status == Run.Status.RUNNING
     page.reload()
-    page.wait_for_selector("#L1600", timeout=60_000)
+    page.wait_for_selector("#log-lines .ln", timeout=30_000)
+    expect(page.locator("[data-testid=live-pill]")).to_have_text(re.compile("Live|Finished"))
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "run-page-script-live.png"))
 
