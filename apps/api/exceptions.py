@@ -40,7 +40,7 @@ class RateLimited(ApiError):
     status = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int, limit: str):
-        super().__init__(message, code="rate_limited")
+    def __init__(self, message: str, *, retry_after: int, limit: str, code: str = "rate_limited"):
+        super().__init__(message, code=code)
         self.retry_after = retry_after
         self.limit = limit

@@ -116,7 +116,7 @@ def test_me_works_with_any_scope(alice):
     api = ApiClient(make_token(alice, ["runs:read"], name="reader"))
     body = api.get("/api/v1/me").json()
     assert body["user"] == "alice" and body["token"]["scopes"] == ["runs:read"]
-    assert body["token"]["name"] == "reader" and "memory_mb" in body["limits"]
+    assert body["token"]["name"] == "reader" and "memory_mb" in body["limits"]["per_run"]
     assert body["usage"]["runs_total"] == 0
 
 

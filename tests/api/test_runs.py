@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.db import transaction
 
+from apps.limits.models import LimitPolicy
 from apps.runs import services
 from apps.runs.models import Artifact, Run
 from apps.runs.recorder import NewEvent, append_events
@@ -323,6 +324,33 @@ def test_usage_counts_the_callers_runs(as_alice, alice, project):
     finish(start(project, alice), S.SUCCEEDED, total_tokens=100, cost_usd="0.25")
     start(project, alice)
     usage = as_alice.get("/api/v1/me").json()["usage"]
-    assert usage["runs_total"] == 2 and usage["active_runs"] == 1
+    assert usage["runs_total"] == 2 and usage["unfinished_runs"] == 1
+    assert usage["running_runs"] == 0  # queued runs hold no slot
     assert usage["tokens_last_30_days"] == 100
     assert Decimal(usage["cost_usd_last_30_days"]) == Decimal("0.25")
+
+
+def test_limits_are_the_callers_effective_limits_and_a_spent_budget_is_a_429(
+    as_alice, alice, project
+):
+    LimitPolicy.objects.create(
+        scope="user",
+        user=alice,
+        max_memory_mb=512,
+        max_concurrent_runs=2,
+        monthly_token_budget=1000,
+    )
+    limits = as_alice.get("/api/v1/me").json()["limits"]
+    assert limits["per_run"]["memory_mb"] == {"value": 512, "source": "your user limit"}
+    assert limits["concurrent_runs"] == {"value": 2, "source": "your user limit"}
+    assert limits["monthly_tokens"] == {"value": 1000, "source": "your user limit", "used": 0}
+    too_big = as_alice.post(
+        "/api/v1/runs", {"project": project.pk, "task": "x", "overrides": {"memory_mb": 1024}}
+    )
+    error = assert_error(too_big, 400, "validation_error", field="overrides.memory_mb")
+    assert "your user limit" in error["message"]
+    finish(start(project, alice), S.SUCCEEDED, total_tokens=1000)
+    spent = as_alice.post("/api/v1/runs", {"project": project.pk, "task": "x"})
+    error = assert_error(spent, 429, "budget_exhausted")
+    assert error["limit"] == "monthly_budget" and "token budget is used up" in error["message"]
+    assert int(spent["Retry-After"]) > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 from django.conf import settings
 from django.db.models import Count, Q, Sum
@@ -10,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Router
 
+from apps.limits.selectors import LISTS, MAXIMA, active_count, effective_limits, month_spend
 from apps.projects import limits
 from apps.runs.models import Run
 from apps.runs.selectors import runs_visible_to
@@ -35,7 +37,8 @@ def usage_of(user) -> dict:
         cost=Sum("cost_usd", default=0),
     )
     return {
-        "active_runs": totals["active"],
+        "running_runs": active_count(user_id=user.pk),  # holding a concurrency slot
+        "unfinished_runs": totals["active"],  # queued ones too
         "runs_total": totals["runs"],
         "tokens_total": totals["tokens"],
         "cost_usd_total": str(totals["cost"]),
@@ -45,8 +48,26 @@ def usage_of(user) -> dict:
     }
 
 
+def _limit(limit) -> dict:
+    value = limit.value
+    return {"value": str(value) if isinstance(value, Decimal) else value, "source": limit.source}
+
+
 def limits_of(user) -> dict:
-    return {name: limits.maximum(name) for name in limits.LIMIT_FIELDS}
+    """The caller's own limits (user row, else instance default); a team project's runs are
+    also bound by the team's, shown on the team's page."""
+    mine = effective_limits(user_id=user.pk, team_id=None)
+    spend = month_spend(user_id=user.pk)
+    per_run = {config: _limit(mine.get(policy)) for policy, config in MAXIMA.items()}
+    for name in ("max_turns", "log_limit_mb"):
+        per_run[name] = {"value": limits.maximum(name), "source": "instance limit"}
+    return {
+        "per_run": per_run,
+        "allowed": {name: _limit(mine.get(name)) for name in LISTS},
+        "concurrent_runs": _limit(mine.user_concurrency),
+        "monthly_tokens": {**_limit(mine.user_tokens), "used": spend.tokens},
+        "monthly_cost_usd": {**_limit(mine.user_cost), "used": str(spend.cost)},
+    }
 
 
 @router.get(

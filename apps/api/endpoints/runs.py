@@ -162,7 +162,9 @@ def _check_budget(user, project) -> None:
         start = month_start()
         next_month = (start + dt.timedelta(days=32)).replace(day=1)
         wait = max(1, int((next_month - timezone.now()).total_seconds()))
-        raise RateLimited(budget.exhausted, retry_after=wait, limit="monthly_budget")
+        raise RateLimited(
+            budget.exhausted, retry_after=wait, limit="monthly_budget", code="budget_exhausted"
+        )
 
 
 def _valid_cursor(cursor: str, sort: str) -> bool:
