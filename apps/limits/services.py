@@ -392,7 +392,9 @@ def ceiling_rows() -> list[tuple[str, Any]]:
     """The hardware ceiling (settings.RUN_LIMITS) that no row can raise."""
     from django.conf import settings
 
-    return [(LABELS[name], settings.RUN_LIMITS[key]) for name, key in MAXIMA.items()]
+    # In the limits table's column order: memory, CPU, disk, wall-clock.
+    order = ("max_memory_mb", "max_cpu_cores", "max_disk_mb", "max_timeout_seconds")
+    return [(LABELS[name], settings.RUN_LIMITS[MAXIMA[name]]) for name in order]
 
 
 def wake_waiting(*, team_id: int | None = None, user_id: int | None = None) -> list[int]:

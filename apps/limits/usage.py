@@ -82,7 +82,7 @@ def _minutes(runs: QuerySet[Run]) -> float:
             "started_at", flat=True
         )
     )
-    return round((done + live) / 60000, 1)
+    return round((done + live) / 60000, 2)
 
 
 def _chart(title: str, days: list[dt.date], values: dict[dt.date, float], fmt: Any) -> Chart:
@@ -200,7 +200,7 @@ def build_report(
     series = _series(runs, since)
     report.charts = [
         _chart("Runs per day", days, series["runs"], lambda v: f"{v:g}"),
-        _chart("Sandbox-minutes per day", days, series["minutes"], lambda v: f"{v:,.1f}"),
+        _chart("Sandbox-minutes per day", days, series["minutes"], lambda v: f"{v:,.2f}"),
         _chart("Tokens per day", days, series["tokens"], lambda v: f"{v:,.0f}"),
         _chart("Cost per day", days, series["cost"], lambda v: f"${v:,.2f}"),
     ]

@@ -5,7 +5,7 @@
  * log line N (#LN) and under the timeline item of event seq, and keeps doing so as lines and
  * events stream in or the panel is re-rendered. Comment text goes in through textContent only.
  *
- * Clicking a log line's number (or a timeline item's 💬) points the panel's comment form at that
+ * Clicking a log line's number (or a timeline item's "comment" link) points the panel's comment form at that
  * line (or event).
  */
 (function () {
@@ -54,7 +54,7 @@
       var button = document.createElement("button");
       button.type = "button";
       button.className = "linklike tl-comment small";
-      button.textContent = "💬";
+      button.textContent = "comment";
       button.title = "Comment on this event";
       button.dataset.commentSeq = item.dataset.seq;
       item.appendChild(button);
