@@ -117,12 +117,14 @@ def live_url(e2e_worker, django_db_blocker, tmp_path_factory) -> Iterator[str]:
             process.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser():
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop running in this thread; the ORM calls of the
     # tests are still plain synchronous code, so Django's async-context guard must stand aside.
+    # Function scope: pytest-django reorders tests, and a loop left running by a session-wide
+    # browser would break every async (WebSocket) test that happens to run after it.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:

@@ -19,6 +19,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HEADERS = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
 
 
+@pytest.fixture(autouse=True)
+def runs_are_not_executed():
+    """These runs only carry events. A worker left running by another session fixture (the e2e
+    one) would otherwise execute them and append events the assertions do not expect."""
+    with mock.patch("apps.runs.tasks.execute_run_task.apply_async", autospec=True):
+        yield
+
+
 @database_sync_to_async
 def setup_run(events: int = 0):
     owner, stranger = make_user(), make_user()
