@@ -170,3 +170,10 @@ def test_comments_anchor_to_a_timeline_event(world, run, client):
     panel = client.get(reverse("reviews:panel", args=[run.pk]))
     assert f"event #{seq}".encode() in panel.content
     assert f'"{seq}": [{{"id": {comment.pk}'.encode() in panel.content  # the JSON for review.js
+
+
+def test_the_top_bar_counts_open_invitations_and_reviews(world, run, client):
+    services.assign_reviewer(run=run, user=world.member, reviewer_name="tadmin")
+    login(client, world.admin)
+    page = client.get(reverse("projects:list")).content.decode()
+    assert 'data-testid="nav-reviews">1<' in page and "nav-invitations" not in page
