@@ -14,13 +14,18 @@ MAX_INT = 2**63 - 1
 # Ids in paths, bodies and filters: bounded so a forged 40-digit id is a 404, not an overflow.
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 BigInt = Annotated[int, Field(ge=1, le=MAX_INT)]
-# Text the database can store: PostgreSQL refuses NUL characters. Checked by a validator rather
-# than a schema pattern (a pattern would make every generated client and fuzzer slower).
+# Text the database can store: PostgreSQL refuses NUL characters, and no database takes a lone
+# UTF-16 surrogate (JSON can spell one: "\ud800"). Checked by a validator rather than a schema
+# pattern (a pattern would make every generated client and fuzzer slower).
 
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
     return value
 
 

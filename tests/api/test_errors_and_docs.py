@@ -52,6 +52,17 @@ def test_bad_query_parameters_name_the_parameter(as_alice, alice, project, param
     assert_error(as_alice.get(f"/api/v1/runs/{run.pk}/events", **params), 400, field=field)
 
 
+@pytest.mark.parametrize("name", ["a\\u0000b", "\\ud800"])
+def test_text_no_database_can_store_is_a_400(as_alice, name):
+    response = as_alice.client.post(
+        "/api/v1/projects",
+        '{"name": "' + name + '"}',
+        content_type="application/json",
+        headers=as_alice.headers(),
+    )
+    assert_error(response, 400, "validation_error", field="name")
+
+
 def test_a_non_object_body_is_a_400(as_alice):
     assert_error(as_alice.post("/api/v1/projects", [1, 2]), 400, "validation_error")
     assert_error(as_alice.post("/api/v1/runs", "text"), 400, "validation_error")
