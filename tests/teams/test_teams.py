@@ -200,3 +200,19 @@ def test_team_pages_render(world, client):
     login(client, world.viewer)
     page = client.get(reverse("teams:detail", args=[world.team.pk]))
     assert page.status_code == 200 and b"Send invitation" not in page.content
+
+
+def test_viewers_do_not_see_launch_and_cancel_buttons(world, client, monkeypatch):
+    monkeypatch.setattr(run_services, "enqueue_run", lambda run_id: None)
+    run = run_services.start_run(
+        project=world.project, user=world.member, task="echo", overrides={}
+    )
+    login(client, world.viewer)
+    page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert "read only" in page and 'data-testid="cancel"' not in page
+    project_page = client.get(reverse("projects:detail", args=[world.project.pk])).content.decode()
+    assert "Launch run" not in project_page and ">Edit<" not in project_page
+    client.logout()
+    login(client, world.member)
+    page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
+    assert 'data-testid="cancel"' in page and "Re-run" in page
