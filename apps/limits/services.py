@@ -29,6 +29,7 @@ from apps.audit.services import Action, record
 
 from .models import LimitPolicy, ScopeLock
 from .selectors import (
+    ACTIVE_STATES,
     LABELS,
     LISTS,
     MAXIMA,
@@ -183,13 +184,34 @@ def check_values(
 @dataclass
 class BudgetState:
     exhausted: str = ""  # the message naming the spent budget, or ""
+    reserved: str = ""  # what is left is promised to running runs: wait, do not fail
     tokens_left: int | None = None
     cost_left: float | None = None
 
 
+def _reserved(who: dict[str, Any]) -> tuple[int, Decimal]:
+    """What the scope's running runs may still spend: their own stop minus what they used."""
+    from apps.runs.models import Run
+
+    scope = Q(project__team_id=who["team_id"]) if "team_id" in who else Q(user_id=who["user_id"])
+    tokens, cost = 0, Decimal(0)
+    rows = Run.objects.filter(scope, status__in=ACTIVE_STATES).values_list(
+        "config", "total_tokens", "cost_usd"
+    )
+    for config, used_tokens, used_cost in rows:
+        if config.get("max_tokens_total"):
+            tokens += max(0, int(config["max_tokens_total"]) - int(used_tokens or 0))
+        if config.get("max_cost_usd"):
+            cost += max(Decimal(0), Decimal(str(config["max_cost_usd"])) - Decimal(used_cost or 0))
+    return tokens, cost
+
+
 def budget_state(
-    *, limits: EffectiveLimits, user_id: int | None, team_id: int | None
+    *, limits: EffectiveLimits, user_id: int | None, team_id: int | None, reserve: bool = False
 ) -> BudgetState:
+    """The monthly budgets left for a new run of (user, team). With ``reserve`` (admission, under
+    the scope locks) what running runs may still spend is set aside, so concurrent runs cannot
+    together overshoot a budget; a run that finds it all promised waits instead of failing."""
     state = BudgetState()
     scopes: list[tuple[str, Limit, Limit, dict[str, Any]]] = [
         ("your monthly", limits.user_tokens, limits.user_cost, {"user_id": user_id}),
@@ -202,6 +224,7 @@ def budget_state(
         if not tokens and not cost:
             continue
         spend = month_spend(**who)
+        held_tokens, held_cost = _reserved(who) if reserve else (0, Decimal(0))
         if tokens:
             left = int(tokens.value) - spend.tokens
             if left <= 0 and not state.exhausted:
@@ -209,6 +232,11 @@ def budget_state(
                     f"{words.capitalize()} token budget is used up "
                     f"({spend.tokens} of {tokens.value} tokens, {tokens.source})."
                 )
+            elif left - held_tokens <= 0 and not state.reserved:
+                state.reserved = (
+                    f"{words} token budget: the {left} tokens left are reserved by running runs"
+                )
+            left -= held_tokens
             state.tokens_left = left if state.tokens_left is None else min(state.tokens_left, left)
         if cost:
             left_cost = Decimal(cost.value) - spend.cost
@@ -217,7 +245,11 @@ def budget_state(
                     f"{words.capitalize()} cost budget is used up "
                     f"(${spend.cost:.2f} of ${cost.value}, {cost.source})."
                 )
-            value = float(left_cost)
+            elif left_cost - held_cost <= 0 and not state.reserved:
+                state.reserved = (
+                    f"{words} cost budget: the ${left_cost:.2f} left is reserved by running runs"
+                )
+            value = float(left_cost - held_cost)
             state.cost_left = value if state.cost_left is None else min(state.cost_left, value)
     return state
 
@@ -350,9 +382,11 @@ def admit(*, run: Any) -> Admission:
         return Admission(
             False, refuse=f"Limits changed since launch: {message}", refuse_reason="limit"
         )
-    budget = budget_state(limits=limits, user_id=user_id, team_id=team_id)
+    budget = budget_state(limits=limits, user_id=user_id, team_id=team_id, reserve=True)
     if budget.exhausted:
         return Admission(False, refuse=budget.exhausted, refuse_reason="budget")
+    if budget.reserved:
+        return Admission(False, reason=budget.reserved[0].upper() + budget.reserved[1:])
     config = _apply_budget(config, budget)
     config["clamp_notes"] = list(config.get("clamp_notes") or []) + notes
     return Admission(True, config=config)

@@ -298,3 +298,28 @@ def test_admission_holds_the_team_lock_until_the_claim_commits(monkeypatch):
     for thread in threads:
         thread.join(timeout=30)
     assert order == [("first", True), "first committed", ("second", False)]
+
+
+def test_running_runs_reserve_their_budget_so_concurrent_runs_cannot_overshoot(
+    world, no_broker, django_capture_on_commit_callbacks
+):
+    limits("team", team=world.team, monthly_token_budget=1000)
+    a = run_services.start_run(project=world.project, user=world.member, task="a", overrides={})
+    b = run_services.start_run(project=world.project, user=world.admin, task="b", overrides={})
+    a = run_services.claim_run(run_id=a.pk, lease_owner="w")
+    assert a.config["max_tokens_total"] == 1000
+    # All 1000 are promised to a: b waits (it does not fail) ...
+    assert run_services.claim_run(run_id=b.pk, lease_owner="w") is None
+    b.refresh_from_db()
+    assert b.status == S.QUEUED
+    assert (
+        b.status_message
+        == "The team's monthly token budget: the 1000 tokens left are reserved by running runs"
+    )
+    # ... and gets what a did not use once a ends.
+    Run.objects.filter(pk=a.pk).update(total_tokens=300)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_services.transition(a, to=S.SUCCEEDED, reason="completed")
+    assert no_broker[-1] == b.pk
+    b = run_services.claim_run(run_id=b.pk, lease_owner="w")
+    assert b.config["max_tokens_total"] == 700
