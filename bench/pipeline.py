@@ -214,6 +214,8 @@ async def watch(port: int, cookie: str, run_id: int, started: float) -> dict:
     next_line = 1
     lines = 0
     first_event = first_line = last_line = None
+    first_line_lag = None
+    lags: list[float] = []
     end = None
     while True:
         message = await socket_.receive()
@@ -234,8 +236,11 @@ async def watch(port: int, cookie: str, run_id: int, started: float) -> dict:
                     line_numbers_ok = False
                 next_line = event["data"]["line"] + count
                 lines += count
+                # Event ts is the recorder's clock (same host): what the pipeline added.
+                lags.append(time.time() - event["ts"])
                 if first_line is None:
                     first_line = now
+                    first_line_lag = lags[-1]
                 last_line = now
     socket_.close()
     return {
@@ -247,6 +252,9 @@ async def watch(port: int, cookie: str, run_id: int, started: float) -> dict:
         "first_event": first_event,
         "first_line": (first_line - started) if first_line else None,
         "line_window": (last_line - first_line) if first_line and last_line else None,
+        "first_line_lag": first_line_lag,
+        "lag_p50": statistics.median(lags) if lags else None,
+        "lag_p95": pct(lags, 0.95) if lags else None,
     }
 
 
@@ -305,12 +313,14 @@ def bench_throughput(port: int, cookie: str, user, project, lines: int) -> dict:
         "every_seq_and_line_once": ok,
         "client_lines_per_s": round(result["lines"] / window),
         "first_to_last_line_s": round(window, 2),
+        "line_delivery_lag_p50_ms": ms(result["lag_p50"]),
+        "line_delivery_lag_p95_ms": ms(result["lag_p95"]),
         "launch_to_done_s": round(time.perf_counter() - started, 2),
     }
 
 
 def bench_latency(port: int, cookie: str, user, project, runs: int, warmup: int) -> dict:
-    first_events, first_lines = [], []
+    first_events, first_lines, lags = [], [], []
     for index in range(warmup + runs):
         started = time.perf_counter()
         run = launch(project, user, "echo hello")
@@ -319,6 +329,7 @@ def bench_latency(port: int, cookie: str, user, project, runs: int, warmup: int)
         if index >= warmup:
             first_events.append(result["first_event"])
             first_lines.append(result["first_line"])
+            lags.append(result["first_line_lag"])
         time.sleep(1.0)  # lets a warm pool refill, as it would between real launches
     return {
         "runs": runs,
@@ -326,6 +337,8 @@ def bench_latency(port: int, cookie: str, user, project, runs: int, warmup: int)
         "first_event_p95_ms": ms(pct(first_events, 0.95)),
         "first_line_p50_ms": ms(statistics.median(first_lines)),
         "first_line_p95_ms": ms(pct(first_lines, 0.95)),
+        # Of first_line: from the line reaching the recorder to the client holding it.
+        "first_line_delivery_p50_ms": ms(statistics.median(lags)),
     }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
-from .channels import notify_run
+from .channels import RunNotifier, notify_run
 from .exceptions import LeaseLost
 from .models import Run, RunEvent
 
@@ -69,6 +69,7 @@ def append_events(
     *,
     lease_owner: str | None = None,
     updates: Mapping[str, Any] | None = None,
+    notify: Callable[[int, int], None] | None = None,
 ) -> int:
     """Append ``events`` to the run's log; returns the run's last ``seq``.
 
@@ -111,7 +112,8 @@ def append_events(
     if fields:
         Run.objects.filter(pk=run_id).update(**fields)
     if events:
-        transaction.on_commit(lambda: notify_run(run_id, upto))
+        ring = notify or notify_run
+        transaction.on_commit(lambda: ring(run_id, upto))
     return upto
 
 
@@ -203,6 +205,7 @@ class RunRecorder:
         self.last_written_seq = run.last_seq
         self.write_errors = 0
         self._last_write = 0.0  # time.monotonic() of the last write
+        self._notifier = RunNotifier()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -226,6 +229,7 @@ class RunRecorder:
         if self._thread is not None:
             self._thread.join(timeout=120)
         self.flush()
+        self._notifier.close()
 
     def __enter__(self) -> RunRecorder:
         return self.start()
@@ -472,6 +476,10 @@ class RunRecorder:
         finally:
             connection.close()
 
+    def _notify(self, run_id: int, upto: int) -> None:
+        # Writes happen in the flusher thread, or in close() after it stopped: one at a time.
+        self._notifier.notify(run_id, upto)
+
     def _write_pending(self) -> None:
         with self._cond:
             items, self._items = self._items, []
@@ -484,7 +492,11 @@ class RunRecorder:
             try:
                 with transaction.atomic():
                     upto = append_events(
-                        self.run_id, events, lease_owner=self.lease_owner, updates=updates
+                        self.run_id,
+                        events,
+                        lease_owner=self.lease_owner,
+                        updates=updates,
+                        notify=self._notify,
                     )
                 break
             except LeaseLost as exc:

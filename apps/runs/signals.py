@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from celery.signals import worker_process_shutdown, worker_ready
+from celery.signals import worker_init, worker_process_shutdown, worker_ready
 
 log = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def load_the_channel_layer(sender=None, **kwargs) -> None:
+    from .channels import warm_up
+
+    warm_up()  # in the parent, before the pool forks: every child starts with it loaded
 
 
 @worker_ready.connect
