@@ -1,7 +1,7 @@
 """sandboxweb's command-line client: launch a run, follow it live, exit with its status.
 
     python -m sandboxweb.cli launch --project 3 --command "pytest -q"
-    python -m sandboxweb.cli launch --project 3 --task "Fix the failing test"
+    python -m sandboxweb.cli launch --project 3 --task "Fix the failing test" --wait-verdict
     python -m sandboxweb.cli follow 42
     python -m sandboxweb.cli cancel 42
 
@@ -37,8 +37,11 @@ EXIT_CODES = {
     "crashed": 6,
     "error": 7,
 }
+# With --wait-verdict, after a succeeded run: the reviewer's verdict decides.
+VERDICT_EXIT_CODES = {"approved": 0, "needs_work": 20, "rejected": 21}
 EXIT_API_ERROR = 10  # the API refused the request (4xx: bad token, scope, not found, ...)
 EXIT_UNREACHABLE = 11  # the server could not be reached or failed (5xx)
+EXIT_NO_VERDICT = 22  # --verdict-timeout passed without a verdict
 EXIT_INTERRUPTED = 130
 TERMINAL = frozenset(EXIT_CODES)
 USER_AGENT = "sandboxweb-cli/1"
@@ -261,6 +264,26 @@ def exit_code_for(status: str) -> int:
     return EXIT_CODES.get(status, EXIT_CODES["error"])
 
 
+def wait_for_verdict(
+    client: Client, run_id: int, *, err: IO[str], poll: float, timeout: float | None
+) -> str:
+    """Poll the run's review until someone gives a verdict; returns it ("" on timeout)."""
+    err.write(f"run #{run_id}: waiting for a reviewer's verdict\n")
+    err.flush()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        review = client.request("GET", f"/runs/{run_id}/review")
+        if review.get("verdict"):
+            note = f": {review['verdict_note']}" if review.get("verdict_note") else ""
+            err.write(f"run #{run_id} {review['verdict']} by {review.get('verdict_by')}{note}\n")
+            err.flush()
+            return review["verdict"]
+        if deadline is not None and time.monotonic() >= deadline:
+            err.write(f"run #{run_id}: no verdict within {timeout:g} s\n")
+            return ""
+        client.sleep(max(poll, 5.0))
+
+
 def _parse_override(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -277,7 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sandboxweb.cli",
         description="Launch and follow sandboxweb runs through the REST API.",
         epilog=f"Exit codes: {codes}, 2 usage error, {EXIT_API_ERROR} API refused the "
-        f"request, {EXIT_UNREACHABLE} server unreachable, {EXIT_INTERRUPTED} interrupted.",
+        f"request, {EXIT_UNREACHABLE} server unreachable, {EXIT_INTERRUPTED} interrupted. "
+        "With --wait-verdict: 0 approved, 20 needs work, 21 rejected, 22 no verdict in time.",
     )
     parser.add_argument("--url", default=os.environ.get("SANDBOXWEB_URL"), help="$SANDBOXWEB_URL")
     parser.add_argument(
@@ -305,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--detach", action="store_true", help="print the run id and exit")
     launch.add_argument(
         "--cancel-on-interrupt", action="store_true", help="cancel the run on Ctrl-C"
+    )
+    launch.add_argument(
+        "--wait-verdict",
+        action="store_true",
+        help="after a succeeded run, wait for a reviewer's verdict and exit with it "
+        "(needs the reviews:read scope)",
+    )
+    launch.add_argument(
+        "--verdict-timeout", type=float, default=None, help="give up waiting after N s"
     )
 
     follow_cmd = commands.add_parser("follow", help="follow a run until it ends")
@@ -353,6 +386,11 @@ def main(
             out.write(f"{run_id}\n")
             return 0
         run = follow(client, run_id, out=out, err=err, poll=args.poll)
+        if args.wait_verdict and run["status"] == "succeeded":
+            verdict = wait_for_verdict(
+                client, run_id, err=err, poll=args.poll, timeout=args.verdict_timeout
+            )
+            return VERDICT_EXIT_CODES.get(verdict, EXIT_NO_VERDICT)
         return exit_code_for(run["status"])
     except ApiError as exc:
         err.write(f"error: {exc}\n")

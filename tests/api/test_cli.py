@@ -308,3 +308,49 @@ def test_the_cli_launches_a_real_run_follows_it_and_exits_with_its_status(server
         server_url, make_token(user, ["runs:read"]), "launch", "--project", str(project.pk)
     )
     assert reader.returncode == 10 and "runs:write" in reader.stderr
+
+
+@pytest.mark.parametrize(
+    ("verdict", "code"), [("approved", 0), ("needs_work", 20), ("rejected", 21)]
+)
+def test_a_ci_job_can_wait_for_the_reviewers_verdict(monkeypatch, verdict, code):
+    pending = {"verdict": "", "verdict_by": None, "verdict_note": ""}
+    given = {"verdict": verdict, "verdict_by": "rita", "verdict_note": "see comments"}
+    answers = {
+        ("POST", "/runs"): [{"id": 7, "links": {"web": "/runs/7/"}}],
+        ("GET", "/runs/7/events"): [page([], status="succeeded", finished=True)],
+        ("GET", "/runs/7"): [final_run("succeeded")],
+        ("GET", "/runs/7/review"): [pending, pending, given],
+    }
+    client = ScriptedClient(answers)
+    monkeypatch.setattr(cli, "Client", lambda **kwargs: client)
+    err = io.StringIO()
+    argv = ["--url", "http://x", "--token", "t", "launch", "--project", "3", "--task", "go"]
+    assert cli.main([*argv, "--wait-verdict"], out=io.StringIO(), err=err) == code
+    assert f"run #7 {verdict} by rita: see comments" in err.getvalue()
+    assert answers[("GET", "/runs/7/review")] == []
+
+
+def test_waiting_for_a_verdict_can_time_out(monkeypatch):
+    pending = {"verdict": "", "verdict_by": None, "verdict_note": ""}
+    answers = {
+        ("POST", "/runs"): [{"id": 7, "links": {"web": "/runs/7/"}}],
+        ("GET", "/runs/7/events"): [page([], status="succeeded", finished=True)],
+        ("GET", "/runs/7"): [final_run("succeeded")],
+        ("GET", "/runs/7/review"): [pending],
+    }
+    monkeypatch.setattr(cli, "Client", lambda **kwargs: ScriptedClient(answers))
+    argv = ["--url", "http://x", "--token", "t", "launch", "--project", "3", "--task", "go"]
+    argv += ["--wait-verdict", "--verdict-timeout", "0"]
+    assert cli.main(argv, out=io.StringIO(), err=io.StringIO()) == 22
+
+
+def test_a_failed_run_does_not_wait_for_a_verdict(monkeypatch):
+    answers = {
+        ("POST", "/runs"): [{"id": 7, "links": {"web": "/runs/7/"}}],
+        ("GET", "/runs/7/events"): [page([], status="failed", finished=True)],
+        ("GET", "/runs/7"): [final_run("failed")],
+    }
+    monkeypatch.setattr(cli, "Client", lambda **kwargs: ScriptedClient(answers))
+    argv = ["--url", "http://x", "--token", "t", "launch", "--project", "3", "--task", "go"]
+    assert cli.main([*argv, "--wait-verdict"], out=io.StringIO(), err=io.StringIO()) == 1
