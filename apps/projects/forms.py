@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from apps.sandboxes import registered_providers
@@ -88,7 +89,8 @@ class ProjectForm(forms.ModelForm):
             "default_commands": "Default commands",
         }
         help_texts = {
-            "image": "Docker image; empty uses the default sandbox image.",
+            "image": "Docker image; empty uses the default sandbox image. On E2B: the template "
+            "name (empty: base).",
             "default_commands": "For script runs: one shell command per line, run in order; "
             "the first failing command fails the run.",
             "max_tokens_total": "Stop the agent when a run has used this many tokens.",
@@ -112,11 +114,18 @@ class ProjectForm(forms.ModelForm):
             "Team members see the project and its runs; members can launch, viewers only read."
         )
         providers = registered_providers()
+        e2b_label = (
+            "E2B (cloud)"
+            if settings.E2B_API_KEY
+            else "E2B (cloud; needs a project secret E2B_API_KEY)"
+        )
         self.fields["provider"] = forms.ChoiceField(
             choices=[
-                (name, {"docker": "Docker", "e2b": "E2B"}.get(name, name)) for name in providers
+                (name, {"docker": "Docker", "e2b": e2b_label}.get(name, name)) for name in providers
             ],
             initial="docker",
+            help_text="Where runs execute. E2B uses the server's E2B key, or this project's "
+            "secret E2B_API_KEY when it has one; E2B limits must fit its template's size.",
         )
         for name, unit in (
             ("cpu_cores", "cores"),

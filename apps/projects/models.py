@@ -12,6 +12,8 @@ from django.db.models.functions import Lower
 
 from apps.agents import DEFAULT_MODEL
 
+from .validation import DEFAULT_E2B_TEMPLATE
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful software engineer working in a sandboxed Linux workspace at /workspace. "
     "Use the tools to inspect, change and test files. Keep changes small and explain what you did."
@@ -91,6 +93,9 @@ class Project(models.Model):
 
     @property
     def image_or_default(self) -> str:
+        """The Docker image, or for E2B the template name."""
+        if self.provider == "e2b":
+            return self.image or DEFAULT_E2B_TEMPLATE
         return self.image or settings.SANDBOX_IMAGE
 
 

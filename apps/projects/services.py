@@ -49,6 +49,12 @@ def _validate(project: Project, *, secret_names: Iterable[str]) -> None:
 
     check("image", validation.validate_image, project.image)
     check("provider", validation.validate_provider, project.provider)
+    check(
+        "provider",
+        validation.validate_provider_ready,
+        project.provider,
+        secret_names=secret_names,
+    )
     check("env", validation.validate_env, project.env, secret_names=secret_names)
     check("capture_patterns", validation.validate_capture_patterns, project.capture_patterns)
     for field in limits.LIMIT_FIELDS:

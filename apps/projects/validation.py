@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from apps.sandboxes import UnknownProvider, provider_class
@@ -18,6 +19,10 @@ IMAGE_REF = re.compile(
     r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
 RESERVED_ENV = {"SANDBOX_EXEC_ID", "PATH", "HOME"}
+# A project secret with this name is the project's own E2B API key (stored encrypted like any
+# secret); without it, E2B runs use the server's settings.E2B_API_KEY.
+E2B_KEY_SECRET = "E2B_API_KEY"  # noqa: S105 - a secret's name
+DEFAULT_E2B_TEMPLATE = "base"
 MAX_ENV_VARS = 100
 
 
@@ -34,6 +39,15 @@ def validate_provider(value: str) -> None:
         provider_class(value)
     except UnknownProvider as exc:
         raise ValidationError(str(exc)) from None
+
+
+def validate_provider_ready(provider: str, *, secret_names: Iterable[str]) -> None:
+    """E2B needs an API key: the server's, or the project's own secret."""
+    if provider == "e2b" and not settings.E2B_API_KEY and E2B_KEY_SECRET not in set(secret_names):
+        raise ValidationError(
+            "E2B needs an API key: add a project secret named E2B_API_KEY (stored encrypted, "
+            "never shown again), or ask the admin to set E2B_API_KEY for the server."
+        )
 
 
 def validate_env(env: Mapping[str, str], *, secret_names: Iterable[str]) -> None:

@@ -41,7 +41,14 @@ from apps.agents import (
 )
 from apps.projects.crypto import SecretDecryptionError
 from apps.projects.services import project_secret_values
-from apps.sandboxes import ResourceLimits, SandboxConfig, SandboxError, SandboxManager
+from apps.projects.validation import DEFAULT_E2B_TEMPLATE, E2B_KEY_SECRET
+from apps.sandboxes import (
+    E2BOptions,
+    ResourceLimits,
+    SandboxConfig,
+    SandboxError,
+    SandboxManager,
+)
 
 from .config import reclamp
 from .exceptions import InvalidTransition, LeaseLost
@@ -73,8 +80,19 @@ def get_manager() -> SandboxManager:
     global _manager
     with _manager_lock:
         if _manager is None:
-            _manager = SandboxManager(provider="docker", pool_size=settings.SANDBOX_POOL_SIZE)
+            _manager = SandboxManager(
+                provider="docker",
+                pool_size=settings.SANDBOX_POOL_SIZE,
+                # The instance-wide key; runs of projects with their own key carry it per sandbox.
+                provider_options={"e2b": {"options": E2BOptions(api_key=settings.E2B_API_KEY)}},
+            )
         return _manager
+
+
+def reaped_providers() -> list[str]:
+    """Docker always; E2B when the server has a key to list its sandboxes with. (Sandboxes made
+    with a project's own key are ended by E2B at their deadline, which is always set.)"""
+    return ["docker", "e2b"] if settings.E2B_API_KEY else ["docker"]
 
 
 def close_manager() -> None:
@@ -143,11 +161,15 @@ def sweep() -> dict[str, Any]:
         "crashed": expire_stale_runs(),
         "requeued": requeue_lost_runs(),
     }
-    try:
-        report["reaped"] = get_manager().reap_orphans(is_live=sandbox_is_live)
-    except SandboxError as exc:
-        report["reap_error"] = str(exc)
-        log.warning("sweep: reaping sandboxes failed: %s", exc)
+    report["reaped"] = []
+    for provider in reaped_providers():  # one provider failing must not spare the others
+        try:
+            report["reaped"] += get_manager().reap_orphans(
+                is_live=sandbox_is_live, providers=[provider]
+            )
+        except SandboxError as exc:
+            report["reap_error"] = f"{report.get('reap_error', '')}{provider}: {exc} ".strip()
+            log.warning("sweep: reaping %s sandboxes failed: %s", provider, exc)
     if any(report.get(key) for key in ("crashed", "requeued", "reaped")):
         log.info("sweep: %s", report)
     return report
@@ -242,9 +264,23 @@ class RunExecution:
                 "model; set it (and ANTHROPIC_BASE_URL for a gateway) and restart the worker."
             )
         secrets = project_secret_values(project_id=self.run.project_id)
+        provider = config.get("provider") or "docker"
+        image: str | None = config.get("image") or settings.SANDBOX_IMAGE
+        e2b = E2BOptions()
+        if provider == "e2b":
+            key = secrets.get(E2B_KEY_SECRET) or settings.E2B_API_KEY
+            if not key:
+                raise ConfigError(
+                    "This project runs on E2B but no E2B key is available: add a project "
+                    "secret named E2B_API_KEY, or set E2B_API_KEY for the worker."
+                )
+            # On E2B the project's image field names the template.
+            e2b = E2BOptions(api_key=key, template=config.get("image") or DEFAULT_E2B_TEMPLATE)
+            image = None
         sandbox_config = SandboxConfig(
-            provider=config.get("provider") or "docker",
-            image=config.get("image") or settings.SANDBOX_IMAGE,
+            provider=provider,
+            image=image,
+            e2b=e2b,
             limits=ResourceLimits(
                 memory_mb=int(config["memory_mb"]),
                 cpu_cores=float(config["cpu_cores"]),
@@ -323,6 +359,13 @@ class RunExecution:
         message = error.message if error else ""
         if error is not None and error.type == "ImageNotFound":
             image = self.config.get("image")
+            if self.config.get("provider") == "e2b":
+                return (
+                    S.ERROR,
+                    "image_not_found",
+                    f"E2B template {image} not found for this E2B key; build it with the E2B "
+                    "CLI or use base.",
+                )
             return (
                 S.ERROR,
                 "image_not_found",
