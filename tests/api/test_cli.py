@@ -310,6 +310,44 @@ def test_the_cli_launches_a_real_run_follows_it_and_exits_with_its_status(server
     assert reader.returncode == 10 and "runs:write" in reader.stderr
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_cli_waits_for_the_reviewers_verdict_after_a_real_run(server_url):
+    from apps.reviews.services import set_verdict
+    from apps.runs.models import Run
+
+    user = make_user()
+    project = make_project(user, name="Reviewed", memory_mb=256)
+    token = make_token(user, ["runs:write", "reviews:read"])
+    environment = {**os.environ, "SANDBOXWEB_URL": server_url, "SANDBOXWEB_TOKEN": token}
+    argv = ["launch", "--project", str(project.pk), "--command", "echo reviewed", "--wait-verdict"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandboxweb.cli", "--poll", "0.3", *argv],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not Run.objects.filter(project=project, status="succeeded").exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+        time.sleep(1)  # the client is now polling the review
+        assert process.poll() is None
+        set_verdict(run=Run.objects.get(project=project), user=user, verdict="rejected")
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 21, err
+    assert "reviewed" in out and "waiting for a reviewer's verdict" in err
+    assert f"rejected by {user.username}" in err
+
+
 @pytest.mark.parametrize(
     ("verdict", "code"), [("approved", 0), ("needs_work", 20), ("rejected", 21)]
 )
