@@ -209,6 +209,17 @@ def test_history_pages_by_cursor_both_ways(as_alice, alice, project):
     assert [item["id"] for item in back["items"]] == newest_first[2:4]
 
 
+def test_a_history_page_costs_the_same_queries_for_5_runs_as_for_50(
+    as_alice, alice, project, django_assert_max_num_queries
+):
+    runs = [finish(start(project, alice)) for _ in range(5)]
+    with django_assert_max_num_queries(8) as few:
+        assert len(as_alice.get("/api/v1/runs", status="succeeded").json()["items"]) == 5
+    runs += [finish(start(project, alice)) for _ in range(45)]
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert len(as_alice.get("/api/v1/runs", status="succeeded").json()["items"]) == 50
+
+
 @pytest.mark.parametrize("cursor", ["garbage", "W1swXQ", "WzEsIDJd", "WyJ4IiwgMV0"])
 def test_a_forged_cursor_is_a_400(as_alice, cursor):
     assert_error(as_alice.get("/api/v1/runs", cursor=cursor), 400, field="cursor")
