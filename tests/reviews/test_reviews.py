@@ -177,3 +177,10 @@ def test_the_top_bar_counts_open_invitations_and_reviews(world, run, client):
     login(client, world.admin)
     page = client.get(reverse("projects:list")).content.decode()
     assert 'data-testid="nav-reviews">1<' in page and "nav-invitations" not in page
+
+
+def test_history_shows_why_a_run_waits(world, run, client):
+    Run.objects.filter(pk=run.pk).update(status_message="team limit 2/2 running")
+    login(client, world.viewer)
+    page = client.get(reverse("runs:history")).content.decode()
+    assert "team limit 2/2 running" in page
