@@ -258,6 +258,12 @@ class RunFilters(Schema):
     max_duration: Annotated[float, Field(ge=0, le=10**9)] | None = Field(None, description="s")
     min_cost: Annotated[Decimal, Field(ge=0, le=10**9)] | None = None
     max_cost: Annotated[Decimal, Field(ge=0, le=10**9)] | None = None
+    verdict: Literal["approved", "needs_work", "rejected", "none"] | None = Field(
+        None, description="The run's verdict; none: no verdict yet."
+    )
+    label: text(40) | None = Field(None, description="Has this label.")
+    reviewer: text(150) | None = Field(None, description="Assigned reviewer (username).")
+    has_comments: bool | None = Field(None, description="With (true) or without (false).")
     sort: Literal["created", "duration", "cost", "tokens"] = "created"
     order: Literal["desc", "asc"] = "desc"
     cursor: text(500) | None = Field(None, description="next_cursor of the previous page.")

@@ -193,6 +193,32 @@ def test_history_filters_like_the_page(as_alice, alice, project):
     assert_error(as_alice.get("/api/v1/runs", sort="random"), 400, field="sort")
 
 
+def test_history_review_filters_like_the_page(as_alice, alice, project):
+    from apps.reviews import services as review_services
+
+    a, b, c = (start(project, alice) for _ in range(3))
+    review_services.set_verdict(run=a, user=alice, verdict="approved")
+    review_services.set_verdict(run=b, user=alice, verdict="rejected")
+    review_services.add_label(run=b, user=alice, name="Flaky")
+    review_services.assign_reviewer(run=c, user=alice, reviewer_name="alice")
+    review_services.add_comment(run=c, user=alice, body="look")
+
+    def ids(**params):
+        response = as_alice.get("/api/v1/runs", **params)
+        assert response.status_code == 200, response.content
+        return [item["id"] for item in response.json()["items"]]
+
+    assert ids(verdict="approved") == [a.pk]
+    assert ids(verdict="none") == [c.pk]
+    assert ids(label="flaky") == [b.pk] and ids(label="nope") == []
+    assert ids(reviewer="ALICE") == [c.pk]
+    assert ids(has_comments="true") == [c.pk]
+    assert ids(has_comments="false") == [b.pk, a.pk]
+    assert ids(verdict="rejected", label="flaky", project=project.pk) == [b.pk]
+    assert_error(as_alice.get("/api/v1/runs", verdict="great"), 400, field="verdict")
+    assert_error(as_alice.get("/api/v1/runs", has_comments="maybe"), 400, field="has_comments")
+
+
 def test_history_pages_by_cursor_both_ways(as_alice, alice, project):
     runs = [start(project, alice) for _ in range(5)]
     newest_first = [run.pk for run in reversed(runs)]

@@ -181,6 +181,18 @@ def _valid_cursor(cursor: str, sort: str) -> bool:
     return not isinstance(value, dt.datetime) or value.tzinfo is not None
 
 
+def _review_filters(filters: RunFilters) -> dict[str, str]:
+    """The history form's review parameters (``HistoryFilterForm.filters``), as the strings
+    ``apps.reviews.selectors.filter_by_review`` reads; that function does the filtering."""
+    values = {
+        "verdict": filters.verdict or "",
+        "label": (filters.label or "").strip(),
+        "reviewer": (filters.reviewer or "").strip(),
+        "has_comments": "" if filters.has_comments is None else str(int(filters.has_comments)),
+    }
+    return {key: value for key, value in values.items() if value}
+
+
 @router.get(
     "/runs",
     auth=READ,
@@ -204,6 +216,7 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict:
         max_cost=filters.max_cost,
         sort=filters.sort,
         descending=filters.order == "desc",
+        review=_review_filters(filters),
     )
     page = selectors.list_runs_for_user(
         user=request.user,
