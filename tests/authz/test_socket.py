@@ -28,6 +28,16 @@ def make_scene(monkeypatch) -> World:
     return world
 
 
+@pytest.fixture(autouse=True)
+async def close_db_connections():
+    """The consumer's database calls run on one shared thread: close its connection afterwards,
+    or PostgreSQL cannot drop the test database."""
+    yield
+    from django.db import connections
+
+    await database_sync_to_async(connections.close_all)()
+
+
 async def connect(user, run_id: int) -> WebsocketCommunicator:
     communicator = WebsocketCommunicator(application, f"/ws/runs/{run_id}/", headers=HEADERS)
     communicator.scope["user"] = user
