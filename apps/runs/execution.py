@@ -199,6 +199,7 @@ class RunExecution:
         self.sampler = Sampler(self.manager, self.sandbox_id, self.recorder)
         self.watcher = Watcher(self)
         self.executor_done = threading.Event()
+        self.sandbox_death: tuple[str, str] | None = None
 
     def stop(self, reason: str) -> None:
         """Stop the run for ``reason`` (first reason wins)."""
@@ -232,6 +233,8 @@ class RunExecution:
                 finally:
                     self.executor_done.set()
                     self.sampler.stop()
+                    if result is not None and result.status == S.FAILED:
+                        self.sandbox_death = self.why_the_sandbox_died()
                     if result is not None and not self.cancel.is_set():
                         # One last sample and listing while the sandbox still exists, so even
                         # a run of a few hundred milliseconds keeps its graphs and tree.
@@ -347,6 +350,21 @@ class RunExecution:
 
     # -- the end ----------------------------------------------------------------------------------
 
+    def why_the_sandbox_died(self) -> tuple[str, str] | None:
+        """A failed run whose sandbox is gone did not fail by itself: (reason, message)."""
+        if self.cancel.is_set():
+            return None
+        sandbox = self.manager.get_sandbox(self.sandbox_id)
+        if sandbox is None:
+            return None
+        try:
+            health = sandbox.health_check()
+        except SandboxError as exc:
+            return "crashed", str(exc)
+        if health.healthy:
+            return None
+        return str(getattr(sandbox, "end_reason", None) or "crashed"), health.message or ""
+
     def outcome(self, result: Any) -> tuple[str, str, str]:
         if self.stop_reason == "output_limit":
             return (
@@ -355,6 +373,11 @@ class RunExecution:
                 f"The run printed more than {self.hard_limit // MB} MB of output; "
                 f"the log keeps the first {self.log_limit // MB} MB and the sandbox was killed.",
             )
+        if self.sandbox_death is not None:
+            reason, detail = self.sandbox_death
+            status = {"oom": S.OOM, "timeout": S.TIMED_OUT}.get(reason, S.CRASHED)
+            reason = reason if status != S.CRASHED else "crashed"
+            return status, reason, f"The sandbox stopped under the run: {detail}"
         error = result.error
         message = error.message if error else ""
         if error is not None and error.type == "ImageNotFound":

@@ -103,6 +103,10 @@ class Run(models.Model):
             models.Index(fields=["project", "-created_at", "-id"], name="run_project_created"),
             models.Index(fields=["user", "-created_at", "-id"], name="run_user_created"),
             models.Index(fields=["status", "-created_at", "-id"], name="run_status_created"),
+            # Sorting the history by a column walks one of these (either direction).
+            models.Index(fields=["cost_usd", "id"], name="run_cost"),
+            models.Index(fields=["duration_ms", "id"], name="run_duration"),
+            models.Index(fields=["total_tokens", "id"], name="run_tokens"),
             models.Index(fields=["project", "cost_usd", "id"], name="run_project_cost"),
             models.Index(fields=["project", "duration_ms", "id"], name="run_project_duration"),
             models.Index(

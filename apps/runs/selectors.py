@@ -360,17 +360,12 @@ def list_runs_for_user(
     """One page of the run history, newest (or per ``filters.sort``) first.
 
     Keyset pagination on ``(sort field, id)``: a page costs the same at row 100,000 as at row 1
-    and stays stable while new runs arrive. Two queries (the page and nothing else): project and
-    user come with ``select_related``.
+    and stays stable while new runs arrive. Two queries whatever the page: the ids, then the
+    rows with their project, launcher and review.
     """
     field_name = SORTS.get(filters.sort, "created_at")
     sort = filters.sort if filters.sort in SORTS else "created"
-    queryset = (
-        filter_runs(runs_visible_to(user), filters)
-        .select_related("project", "user", "review__reviewer")
-        # The table needs none of the big columns.
-        .defer("config", "overrides", "commands", "error_message")
-    )
+    queryset = filter_runs(runs_visible_to(user), filters)
     descending = filters.descending
     cursor = (
         decode_cursor(before, sort) if before else decode_cursor(after, sort) if after else None
@@ -389,7 +384,17 @@ def list_runs_for_user(
                 Q(**{f"{field_name}__gt": value}) | Q(**{field_name: value, "pk__gt": pk})
             )
     order = [f"-{field_name}", "-pk"] if forward_desc else [field_name, "pk"]
-    rows = list(queryset.order_by(*order)[: limit + 1])
+    # Two steps: the page's ids from a join-free query the planner serves from the sort index,
+    # then those rows with what the table shows. One query with the joins lets SQLite sort
+    # every run of the user instead (100 ms at 100k runs).
+    ids = list(queryset.order_by(*order).values_list("pk", flat=True)[: limit + 1])
+    by_id = {
+        run.pk: run
+        for run in Run.objects.filter(pk__in=ids)
+        .select_related("project", "user", "review__reviewer")
+        .defer("config", "overrides", "commands", "error_message")
+    }
+    rows = [by_id[pk] for pk in ids if pk in by_id]
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:

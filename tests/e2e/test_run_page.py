@@ -90,6 +90,17 @@ def test_script_run_streams_live_survives_reload_and_reconnect_and_shows_everyth
     expect(page.locator("[data-testid=live-pill]")).to_have_text(re.compile("Reconnecting|Live"))
     expect(page.locator("[data-testid=live-pill]")).to_have_text("Live", timeout=15_000)
 
+    # Scrolling up pauses follow mode; new lines are counted on a chip that brings you back.
+    page.evaluate("document.getElementById('log-view').scrollTop = 0")
+    expect(page.locator("[data-testid=new-lines]")).to_be_visible(timeout=15_000)
+    expect(page.locator("[data-testid=new-lines]")).to_contain_text(re.compile(r"\d+ new lines"))
+    page.click("[data-testid=new-lines]")
+    expect(page.locator("[data-testid=new-lines]")).to_be_hidden()
+    assert page.evaluate(
+        "(() => { const v = document.getElementById('log-view');"
+        " return v.scrollHeight - v.scrollTop - v.clientHeight < 60; })()"
+    )
+
     # Reload in the middle of the run.
     page.wait_for_selector("#L1500", timeout=60_000)
     assert Run.objects.get(pk=run_id).status == Run.Status.RUNNING
@@ -131,6 +142,18 @@ def test_script_run_streams_live_survives_reload_and_reconnect_and_shows_everyth
     page.click("[data-testid=file-tree] a.tree-name:has-text('report.md')")
     expect(page.locator("#file-viewer")).to_contain_text("# Report")
     page.keyboard.press("Escape")
+
+    # Timestamps toggle (remembered by the browser).
+    expect(page.locator("#L4321 .ln-ts")).to_be_hidden()
+    page.check("#ts-toggle")
+    expect(page.locator("#L4321 .ln-ts")).to_be_visible()
+    page.uncheck("#ts-toggle")
+
+    # A permalink to a line outside the loaded tail loads it and highlights it.
+    page.goto(f"{live_url}/runs/")
+    expect(page.locator("#history-table")).to_contain_text(f"#{run_id}")
+    page.goto(f"{live_url}/runs/{run_id}/#L10")
+    expect(page.locator("#L10")).to_have_class(re.compile(r"\bhl\b"), timeout=15_000)
 
     # A finished run's page is the same page, replayed: graphs and tree are still there.
     page.goto(f"{live_url}/runs/{run_id}/")

@@ -219,3 +219,25 @@ def test_an_agent_run_through_the_loopback_model_api(worker, anthropic_server):
     requests = anthropic_server.message_requests()
     assert requests[0].system_text == "You are a test agent."
     assert "Write an answer file." in str(requests[0].messages[0])
+
+
+def test_a_sandbox_killed_from_outside_ends_as_crashed_with_its_log(worker):
+    import docker
+
+    user = make_user()
+    project = make_project(user)
+    run = launch(project, user, "echo alive && sleep 120")
+    run = wait_for(run.pk, lambda r: r.status == S.RUNNING and r.log_lines >= 1, 60, "running")
+    client = docker.from_env()
+    try:
+        client.containers.get(run.sandbox_id).kill()
+    finally:
+        client.close()
+    run = wait_done(run.pk, timeout=30)
+    assert (run.status, run.end_reason) == (S.CRASHED, "crashed"), (
+        run.status,
+        run.end_reason,
+        run.error_message,
+    )
+    assert log_lines(run=run, first=1, last=1)[0].text == "alive"
+    assert leftover_sandboxes(worker.owner) == []
