@@ -363,3 +363,63 @@ class ReviewOut(Schema):
     reviewer: str | None
     labels: list[str]
     comments: list[CommentOut]
+
+
+class LabelIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    label: text(200) = Field(description="1-40 letters, digits, spaces or . : / - _ (lowercased).")
+
+
+class ReviewerIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    reviewer: text(150) | None = Field(
+        description="Username of a member of the run's project; null or empty unassigns."
+    )
+
+
+class WaitingOut(Schema):
+    run: int
+    project: int
+    project_name: str
+    status: RunStatus
+    task: str
+    launched_by: str | None
+    created_at: dt.datetime
+    assigned_by: str | None
+    assigned_at: dt.datetime | None
+    url: str = Field(description="The run in the API.")
+
+
+class WaitingListOut(Schema):
+    items: list[WaitingOut] = Field(description="Oldest assignment first.")
+
+
+class ShareLinkIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    days: Annotated[int, Field(ge=-MAX_INT, le=MAX_INT)] = Field(
+        7, description="Valid for this many days (1 to 90)."
+    )
+
+
+class ShareLinkOut(Schema):
+    id: int
+    run: int
+    hint: str = Field(description="The token's first characters, to tell links apart.")
+    created_by: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    active: bool = Field(description="Neither revoked nor expired.")
+
+
+class ShareLinkCreatedOut(ShareLinkOut):
+    token: str = Field(description="Shown once; only its hash is stored.")
+    url: str = Field(description="The read-only page (no login needed) while the link lives.")
+
+
+class ShareLinkListOut(Schema):
+    items: list[ShareLinkOut]

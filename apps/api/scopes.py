@@ -12,8 +12,8 @@ SCOPES: dict[str, str] = {
     "projects:write": "Create, edit and archive projects",
     "runs:read": "List runs, read their events, logs and artifacts",
     "runs:write": "Launch, cancel and re-run runs",
-    "reviews:read": "Read comments, verdicts and labels of runs",
-    "reviews:write": "Comment on runs and give verdicts",
+    "reviews:read": "Read comments, verdicts, labels, share links and the review queue",
+    "reviews:write": "Comment, give verdicts, label, assign reviewers, share runs",
 }
 READ_IMPLIED_BY = {scope.replace(":read", ":write"): scope for scope in SCOPES if ":read" in scope}
 

@@ -88,6 +88,14 @@ SCOPED = [
     ("PUT", "/api/v1/runs/{run}/verdict", "reviews:write"),
     ("POST", "/api/v1/runs/{run}/comments", "reviews:write"),
     ("DELETE", "/api/v1/runs/{run}/comments/1", "reviews:write"),
+    ("POST", "/api/v1/runs/{run}/labels", "reviews:write"),
+    ("DELETE", "/api/v1/runs/{run}/labels?label=x", "reviews:write"),
+    ("PUT", "/api/v1/runs/{run}/reviewer", "reviews:write"),
+    ("DELETE", "/api/v1/runs/{run}/reviewer", "reviews:write"),
+    ("GET", "/api/v1/reviews/waiting", "reviews:read"),
+    ("GET", "/api/v1/runs/{run}/share-links", "reviews:read"),
+    ("POST", "/api/v1/runs/{run}/share-links", "reviews:write"),
+    ("POST", "/api/v1/runs/{run}/share-links/1/revoke", "reviews:write"),
 ]
 
 
@@ -125,7 +133,13 @@ def test_a_token_never_reaches_beyond_its_owner(alice, bob, project, run):
     api = ApiClient(make_token(bob))
     missing = ApiClient(make_token(bob)).get("/api/v1/projects/999999").json()
     # Well-formed bodies: a malformed one is a 400 before any lookup, for any id.
-    bodies = {"verdict": {"verdict": "approved"}, "comments": {"body": "hi"}}
+    bodies = {
+        "verdict": {"verdict": "approved"},
+        "comments": {"body": "hi"},
+        "labels": {"label": "x"},
+        "reviewer": {"reviewer": "bob"},
+        "share-links": {"days": 7},
+    }
     for method, path, _ in SCOPED:
         body = bodies.get(path.rsplit("/", 1)[-1], {})
         response = api.request(method, path.format(project=project.pk, run=run.pk), body)

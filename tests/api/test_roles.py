@@ -89,6 +89,30 @@ ACTIONS = {
         "/api/v1/runs/{r}/verdict",
         {"verdict": "approved"},
     ),
+    "label": (
+        "post",
+        "/review/runs/{r}/labels/",
+        {"label": "flaky"},
+        "POST",
+        "/api/v1/runs/{r}/labels",
+        {"label": "flaky"},
+    ),
+    "assign reviewer": (
+        "post",
+        "/review/runs/{r}/assign/",
+        {"reviewer": "member"},
+        "PUT",
+        "/api/v1/runs/{r}/reviewer",
+        {"reviewer": "member"},
+    ),
+    "share link": (
+        "post",
+        "/review/runs/{r}/share/",
+        {"days": "7"},
+        "POST",
+        "/api/v1/runs/{r}/share-links",
+        {"days": 7},
+    ),
 }
 EXPECTED = {
     "read project": {"owner", "admin", "member", "viewer"},
@@ -100,6 +124,9 @@ EXPECTED = {
     "rerun": {"owner", "admin", "member"},
     "comment": {"owner", "admin", "member"},
     "verdict": {"owner", "admin", "member"},
+    "label": {"owner", "admin", "member"},
+    "assign reviewer": {"owner", "admin", "member"},
+    "share link": {"owner", "admin"},
 }
 
 
