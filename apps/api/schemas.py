@@ -423,3 +423,27 @@ class ShareLinkCreatedOut(ShareLinkOut):
 
 class ShareLinkListOut(Schema):
     items: list[ShareLinkOut]
+
+
+# -- comparison ----------------------------------------------------------------------------------
+
+
+class CompareRowOut(Schema):
+    label: str
+    a: str
+    b: str
+    differs: bool
+
+
+class CompareFileOut(Schema):
+    path: str
+    a: int | None = Field(description="Size in A (bytes); null: not in A.")
+    b: int | None
+    state: Literal["only in A", "only in B", "same size", "different size"]
+
+
+class CompareOut(Schema):
+    a: int
+    b: int
+    rows: list[CompareRowOut] = Field(description="The compare page's rows, as it shows them.")
+    files: list[CompareFileOut] = Field(description="Files in the workspace at the end.")

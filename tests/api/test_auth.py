@@ -81,6 +81,7 @@ SCOPED = [
     ("POST", "/api/v1/runs/{run}/cancel", "runs:write"),
     ("POST", "/api/v1/runs/{run}/rerun", "runs:write"),
     ("GET", "/api/v1/runs/{run}/events", "runs:read"),
+    ("GET", "/api/v1/runs/{run}/compare/{run}", "runs:read"),
     ("GET", "/api/v1/runs/{run}/log", "runs:read"),
     ("GET", "/api/v1/runs/{run}/artifacts", "runs:read"),
     ("GET", "/api/v1/runs/{run}/artifacts/1/download", "runs:read"),

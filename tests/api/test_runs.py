@@ -391,3 +391,40 @@ def test_limits_are_the_callers_effective_limits_and_a_spent_budget_is_a_429(
     error = assert_error(spent, 429, "budget_exhausted")
     assert error["limit"] == "monthly_budget" and "token budget is used up" in error["message"]
     assert int(spent["Retry-After"]) > 0
+
+
+# -- comparison ----------------------------------------------------------------------------------
+
+
+def test_compare_two_runs_as_the_compare_page_does(as_alice, as_bob, alice, project):
+    from apps.reviews.selectors import compare_runs
+
+    a = finish(start(project, alice), S.SUCCEEDED, total_tokens=1200, duration_ms=1500)
+    b = finish(start(project, alice), S.FAILED, total_tokens=1200, exit_code=2)
+    for run, entries in (
+        (a, [["out.txt", 5, False], ["dir", 0, True]]),
+        (b, [["out.txt", 9, False]]),
+    ):
+        with transaction.atomic():
+            append_events(run.pk, [NewEvent("files", time.time(), {"entries": entries})])
+    response = as_alice.get(f"/api/v1/runs/{a.pk}/compare/{b.pk}")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    page = compare_runs(a=a, b=b)
+    assert (body["a"], body["b"]) == (a.pk, b.pk)
+    assert body["rows"] == [
+        {"label": r.label, "a": r.a, "b": r.b, "differs": r.differs} for r in page["rows"]
+    ]
+    rows = {row["label"]: row for row in body["rows"]}
+    assert rows["Status"]["differs"] and not rows["Tokens"]["differs"]
+    assert rows["Exit code"]["b"] == "2"
+    assert body["files"] == [{"path": "out.txt", "a": 5, "b": 9, "state": "different size"}]
+    dave = make_user("dave")
+    hidden = finish(start(make_project(dave), dave))
+    assert_error(as_alice.get(f"/api/v1/runs/{a.pk}/compare/{hidden.pk}"), 404, "not_found")
+    assert_error(as_bob.get(f"/api/v1/runs/{a.pk}/compare/{b.pk}"), 404, "not_found")
+    assert_error(
+        ApiClient(make_token(alice, ["reviews:read"])).get(f"/api/v1/runs/{a.pk}/compare/{b.pk}"),
+        403,
+        "missing_scope",
+    )

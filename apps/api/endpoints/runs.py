@@ -18,6 +18,7 @@ from apps.limits.selectors import effective_limits, month_start
 from apps.limits.services import budget_state
 from apps.projects import limits
 from apps.projects.selectors import get_project_for_user
+from apps.reviews.selectors import compare_runs
 from apps.runs import ansi, selectors, services
 from apps.runs.config import OVERRIDABLE
 from apps.runs.models import Run
@@ -28,6 +29,7 @@ from ..exceptions import RateLimited
 from ..schemas import (
     MAX_INT,
     ArtifactListOut,
+    CompareOut,
     EventPageOut,
     Id,
     RunFilters,
@@ -238,6 +240,26 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict:
 @router.get("/runs/{run_id}", auth=READ, response={200: RunOut, **ERRORS}, summary="Read a run")
 def get_run(request: HttpRequest, run_id: Id) -> dict:
     return run_out(_fetch(request, run_id))
+
+
+@router.get(
+    "/runs/{run_id}/compare/{other_id}",
+    auth=READ,
+    response={200: CompareOut, **ERRORS},
+    summary="Compare two runs (A = run_id, B = other_id): what the compare page shows",
+)
+def compare(request: HttpRequest, run_id: Id, other_id: Id) -> dict:
+    a, b = _fetch(request, run_id), _fetch(request, other_id)
+    result = compare_runs(a=a, b=b)
+    return {
+        "a": a.pk,
+        "b": b.pk,
+        "rows": [
+            {"label": row.label, "a": row.a, "b": row.b, "differs": row.differs}
+            for row in result["rows"]
+        ],
+        "files": result["files"],
+    }
 
 
 @router.post(
