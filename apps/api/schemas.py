@@ -321,7 +321,9 @@ class UsageOut(Schema):
     token: TokenInfo
     rate_limit: RateLimitOut
     usage: dict[str, Any] = Field(description="Runs, tokens and cost: totals and last 30 days.")
-    limits: dict[str, Any] = Field(description="The most a run may ask for.")
+    limits: dict[str, Any] = Field(
+        description="The most a run may ask for, and under teams: each of your teams' limits."
+    )
 
 
 # -- review --------------------------------------------------------------------------------------

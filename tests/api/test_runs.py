@@ -428,3 +428,34 @@ def test_compare_two_runs_as_the_compare_page_does(as_alice, as_bob, alice, proj
         403,
         "missing_scope",
     )
+
+
+def test_me_lists_the_effective_limits_of_each_team(as_alice, alice, bob):
+    from apps.teams import services as team_services
+    from apps.teams.models import Membership
+
+    assert as_alice.get("/api/v1/me").json()["limits"]["teams"] == []
+    alpha = team_services.create_team(user=alice, name="Alpha")
+    beta = team_services.create_team(user=bob, name="Beta")
+    Membership.objects.create(team=beta, user=alice, role="viewer")
+    team_services.create_team(user=bob, name="Gamma")  # not alice's: never listed
+    LimitPolicy.objects.create(
+        scope="team",
+        team=alpha,
+        max_memory_mb=768,
+        max_concurrent_runs=3,
+        monthly_cost_budget_usd=5,
+    )
+    LimitPolicy.objects.create(scope="user", user=alice, max_memory_mb=512)
+    shared = make_project(alice, name="Shared", team=alpha)
+    finish(start(shared, alice), S.SUCCEEDED, total_tokens=10, cost_usd="1.25")
+    teams = as_alice.get("/api/v1/me").json()["limits"]["teams"]
+    assert [(t["name"], t["role"]) for t in teams] == [("Alpha", "owner"), ("Beta", "viewer")]
+    a, b = teams
+    # A run alice launches in Alpha: her user row wins for value limits, as the launch checks.
+    assert a["per_run"]["memory_mb"] == {"value": 512, "source": "your user limit"}
+    assert a["concurrent_runs"] == {"value": 3, "source": "team Alpha limit", "running": 0}
+    assert a["monthly_cost_usd"] == {"value": "5.00", "source": "team Alpha limit", "used": "1.25"}
+    assert a["monthly_tokens"]["used"] == 10
+    assert b["monthly_cost_usd"]["used"] == "0"
+    assert b["team"] == beta.pk and "allowed" in b

@@ -15,6 +15,7 @@ from apps.limits.selectors import LISTS, MAXIMA, active_count, effective_limits,
 from apps.projects import limits
 from apps.runs.models import Run
 from apps.runs.selectors import runs_visible_to
+from apps.teams.selectors import list_teams_for_user
 
 from ..auth import token_auth
 from ..ratelimit import peek
@@ -53,20 +54,51 @@ def _limit(limit) -> dict:
     return {"value": str(value) if isinstance(value, Decimal) else value, "source": limit.source}
 
 
-def limits_of(user) -> dict:
-    """The caller's own limits (user row, else instance default); a team project's runs are
-    also bound by the team's, shown on the team's page."""
-    mine = effective_limits(user_id=user.pk, team_id=None)
-    spend = month_spend(user_id=user.pk)
-    per_run = {config: _limit(mine.get(policy)) for policy, config in MAXIMA.items()}
+def _per_run(effective) -> dict:
+    per_run = {config: _limit(effective.get(policy)) for policy, config in MAXIMA.items()}
     for name in ("max_turns", "log_limit_mb"):
         per_run[name] = {"value": limits.maximum(name), "source": "instance limit"}
+    return per_run
+
+
+def team_limits_of(user) -> list[dict]:
+    """Per team the caller belongs to: what binds a run they launch in one of its projects
+    (``effective_limits`` for the pair, as the launch checks it) and the team's shared
+    concurrency and monthly budgets with what the team used this month."""
+    out = []
+    for team, role, _members in list_teams_for_user(user=user):
+        effective = effective_limits(user_id=user.pk, team_id=team.pk)
+        spend = month_spend(team_id=team.pk)
+        out.append(
+            {
+                "team": team.pk,
+                "name": team.name,
+                "role": role,
+                "per_run": _per_run(effective),
+                "allowed": {name: _limit(effective.get(name)) for name in LISTS},
+                "concurrent_runs": {
+                    **_limit(effective.team_concurrency),
+                    "running": active_count(team_id=team.pk),
+                },
+                "monthly_tokens": {**_limit(effective.team_tokens), "used": spend.tokens},
+                "monthly_cost_usd": {**_limit(effective.team_cost), "used": str(spend.cost)},
+            }
+        )
+    return out
+
+
+def limits_of(user) -> dict:
+    """The caller's own limits (user row, else instance default), and under ``teams`` those of
+    each team they belong to: a team project's runs are bound by both."""
+    mine = effective_limits(user_id=user.pk, team_id=None)
+    spend = month_spend(user_id=user.pk)
     return {
-        "per_run": per_run,
+        "per_run": _per_run(mine),
         "allowed": {name: _limit(mine.get(name)) for name in LISTS},
         "concurrent_runs": _limit(mine.user_concurrency),
         "monthly_tokens": {**_limit(mine.user_tokens), "used": spend.tokens},
         "monthly_cost_usd": {**_limit(mine.user_cost), "used": str(spend.cost)},
+        "teams": team_limits_of(user),
     }
 
 
