@@ -1,4 +1,5 @@
-"""Requests per token in a fixed window, counted in Redis (shared by every web process).
+"""Requests per token in a fixed window, counted in Redis (shared by every web process); and,
+per client IP, requests with a missing or invalid token (so token guessing is bounded).
 
 The window is ``API_RATE_LIMIT_WINDOW_SECONDS`` long and aligned to the clock; a token may make
 ``API_RATE_LIMIT_REQUESTS`` requests in each. Past that the API answers 429 with Retry-After (the
@@ -24,6 +25,10 @@ from .models import ApiToken
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sandboxweb:api:rate"
+AUTH_FAILURE_PREFIX = "sandboxweb:api:authfail"
+# Failed authentications allowed per client IP and window (overridable in settings).
+AUTH_FAILURE_REQUESTS = 30
+AUTH_FAILURE_WINDOW_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -100,3 +105,45 @@ class TokenRateThrottle(BaseThrottle):
     def wait(self) -> float | None:
         limit = getattr(self._local, "limit", None)
         return float(limit.retry_after) if limit is not None else None
+
+
+# -- failed authentication, per client IP ----------------------------------------------------
+
+
+def _auth_failure_limits() -> tuple[int, int]:
+    return (
+        int(getattr(settings, "API_AUTH_FAILURE_LIMIT_REQUESTS", AUTH_FAILURE_REQUESTS)),
+        int(getattr(settings, "API_AUTH_FAILURE_WINDOW_SECONDS", AUTH_FAILURE_WINDOW_SECONDS)),
+    )
+
+
+def _auth_failure_key(ip: str, window: int, now: float) -> str:
+    return f"{AUTH_FAILURE_PREFIX}:{ip}:{window}:{int(now // window)}"
+
+
+def auth_failures(*, ip: str, now: float | None = None) -> RateLimit | None:
+    """The address's failed authentications in this window, without counting one; None when
+    Redis cannot be reached (the limit is then not enforced)."""
+    requests, window = _auth_failure_limits()
+    now = time.time() if now is None else now
+    try:
+        count = int(_client().get(_auth_failure_key(ip, window, now)) or 0)
+    except redis.RedisError as exc:
+        log.warning("API auth failure limit not enforced, Redis error: %s", exc)
+        return None
+    retry_after = max(1, math.ceil(window - (now % window)))
+    return RateLimit(requests, window, count, retry_after)
+
+
+def note_auth_failure(*, ip: str, now: float | None = None) -> None:
+    """Count one request from ``ip`` whose token was missing, unknown, expired or revoked."""
+    _requests, window = _auth_failure_limits()
+    now = time.time() if now is None else now
+    key = _auth_failure_key(ip, window, now)
+    try:
+        pipe = _client().pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, window + 1)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("API auth failure not counted, Redis error: %s", exc)

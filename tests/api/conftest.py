@@ -99,3 +99,4 @@ def fast_password_hashing(settings):
 def generous_rate_limit(settings):
     """Tests that are not about the rate limit must never hit it (Redis persists counters)."""
     settings.API_RATE_LIMIT_REQUESTS = 100_000
+    settings.API_AUTH_FAILURE_LIMIT_REQUESTS = 100_000

@@ -194,6 +194,9 @@ def test_the_window_resets(alice, fresh_window):
 
 def test_without_redis_requests_are_let_through(alice, settings, monkeypatch):
     class Broken:
+        def get(self, key):
+            raise redis.ConnectionError("down")
+
         def pipeline(self, **kwargs):
             raise redis.ConnectionError("down")
 
@@ -201,3 +204,76 @@ def test_without_redis_requests_are_let_through(alice, settings, monkeypatch):
     settings.API_RATE_LIMIT_REQUESTS = 1
     api = ApiClient(make_token(alice))
     assert [api.get("/api/v1/projects").status_code for _ in range(3)] == [200, 200, 200]
+
+
+# -- failed authentication per client IP ----------------------------------------------------------
+
+
+@pytest.fixture
+def auth_failure_window(redis_server, settings):
+    settings.API_AUTH_FAILURE_LIMIT_REQUESTS = 3
+    settings.API_AUTH_FAILURE_WINDOW_SECONDS = 3600
+    yield
+    client = redis.Redis.from_url(redis_server)
+    for key in client.scan_iter(f"{ratelimit.AUTH_FAILURE_PREFIX}:*"):
+        client.delete(key)
+    client.close()
+
+
+def from_address(ip: str, token: str | None = None) -> ApiClient:
+    from django.test import Client
+
+    api = ApiClient(token)
+    api.client = Client(REMOTE_ADDR=ip)
+    return api
+
+
+def test_token_guessing_is_bounded_per_client_ip(alice, auth_failure_window):
+    raw = make_token(alice)
+    guesser = from_address("10.0.0.7", "sbx_" + "x" * 40)
+    anonymous = from_address("10.0.0.7")
+    statuses = [guesser.get("/api/v1/me").status_code for _ in range(2)]
+    statuses.append(anonymous.get("/api/v1/projects").status_code)  # no token counts too
+    assert statuses == [401, 401, 401]
+    limited = guesser.get("/api/v1/me")
+    error = assert_error(limited, 429, "rate_limited")
+    assert error["limit"] == "api_auth_failures_per_ip" and "3 per 3600 s" in error["message"]
+    assert 1 <= int(limited["Retry-After"]) <= 3600
+    # Past the limit a right token is not even looked at: a guess cannot tell right from wrong.
+    assert_error(from_address("10.0.0.7", raw).get("/api/v1/me"), 429, "rate_limited")
+    assert_error(anonymous.get("/api/v1/runs"), 429)
+    # Other addresses are unaffected, and valid tokens there never count.
+    assert from_address("10.0.0.8", raw).get("/api/v1/me").status_code == 200
+    for _ in range(5):
+        assert from_address("10.0.0.9", raw).get("/api/v1/me").status_code == 200
+    assert_error(from_address("10.0.0.9").get("/api/v1/me"), 401)
+
+
+def test_a_missing_scope_is_not_an_authentication_failure(alice, auth_failure_window):
+    api = from_address("10.0.0.10", make_token(alice, ["runs:read"]))
+    for _ in range(5):
+        assert_error(api.get("/api/v1/projects"), 403, "missing_scope")
+    assert api.get("/api/v1/runs").status_code == 200
+
+
+def test_the_auth_failure_window_resets(auth_failure_window):
+    now = 1_000_000 * 3600.0
+    for _ in range(3):
+        ratelimit.note_auth_failure(ip="10.0.0.11", now=now)
+    assert ratelimit.auth_failures(ip="10.0.0.11", now=now + 10).count == 3
+    assert ratelimit.auth_failures(ip="10.0.0.11", now=now + 10).retry_after == 3590
+    assert ratelimit.auth_failures(ip="10.0.0.11", now=now + 3600).count == 0
+
+
+def test_without_redis_failed_authentication_is_not_throttled(settings, monkeypatch):
+    class Broken:
+        def get(self, key):
+            raise redis.ConnectionError("down")
+
+        def pipeline(self, **kwargs):
+            raise redis.ConnectionError("down")
+
+    monkeypatch.setattr(ratelimit, "_client", lambda: Broken())
+    settings.API_AUTH_FAILURE_LIMIT_REQUESTS = 1
+    api = from_address("10.0.0.12")
+    assert [api.get("/api/v1/me").status_code for _ in range(3)] == [401, 401, 401]
