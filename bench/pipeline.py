@@ -164,6 +164,7 @@ class Servers:
 class WebSocket:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.close_code: int | None = None
 
     @classmethod
     async def connect(cls, port: int, path: str, cookie: str) -> WebSocket:
@@ -196,6 +197,7 @@ class WebSocket:
                 length = struct.unpack("!Q", await self.reader.readexactly(8))[0]
             payload = await self.reader.readexactly(length)
             if opcode == 8:
+                self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                 return None
             if opcode in (1, 0):
                 parts.append(payload)
@@ -243,6 +245,9 @@ async def watch(port: int, cookie: str, run_id: int, started: float) -> dict:
                     first_line_lag = lags[-1]
                 last_line = now
     socket_.close()
+    if not end:
+        last = seqs[-1] if seqs else 0
+        print(f"  run {run_id}: the server closed the socket ({socket_.close_code}) at seq {last}")
     return {
         "seqs_ok": seqs == list(range(1, len(seqs) + 1)) and bool(end),
         "last_seq": seqs[-1] if seqs else 0,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -29,6 +30,7 @@ from .selectors import can_view_run, events_after, run_state
 
 PAGE_EVENTS = 500
 POLL_SECONDS = 2.0  # the safety net under lost notices
+FRAME_BYTES = 512 * 1024  # daphne refuses to send WebSocket messages over 1 MiB
 
 
 @database_sync_to_async
@@ -43,6 +45,23 @@ def _read(user, run_id: int, after: int) -> tuple[bool, tuple[str, int] | None, 
         return False, None, []
     state = run_state(run_id=run_id)
     return True, state, events_after(run_id=run_id, after=after, limit=PAGE_EVENTS)
+
+
+def frames(events: list[dict]) -> list[str]:
+    """``events`` as ``{"type": "events"}`` messages of at most about FRAME_BYTES each."""
+    result: list[str] = []
+    parts: list[str] = []
+    size = 0
+    for event in events:
+        encoded = json.dumps(event, separators=(",", ":"))
+        if parts and size + len(encoded) > FRAME_BYTES:
+            result.append('{"type":"events","events":[' + ",".join(parts) + "]}")
+            parts, size = [], 0
+        parts.append(encoded)
+        size += len(encoded) + 1
+    if parts:
+        result.append('{"type":"events","events":[' + ",".join(parts) + "]}")
+    return result
 
 
 class RunConsumer(AsyncWebsocketConsumer):
@@ -68,6 +87,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.ended = False
         self.group = run_group(self.run_id)
         self.lock = asyncio.Lock()
+        self.last_pump = time.monotonic()
         await self.accept()
         # Join first, then replay: a notice arriving meanwhile only triggers a (cheap) re-read.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -107,14 +127,17 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self.close(code=4403)
 
     async def poll(self) -> None:
+        # Only when no notice arrived for a while: a busy run costs no extra reads.
         while not self.ended:
             await asyncio.sleep(POLL_SECONDS)
-            await self.pump()
+            if time.monotonic() - self.last_pump >= POLL_SECONDS:
+                await self.pump()
 
     async def pump(self) -> None:
         """Send everything after ``last_sent``, page by page; end the stream when the run is
         finished and fully sent."""
         async with self.lock:
+            self.last_pump = time.monotonic()
             while not self.ended:
                 allowed, state, events = await _read(self.user, self.run_id, self.last_sent)
                 if not allowed or state is None:
@@ -122,7 +145,8 @@ class RunConsumer(AsyncWebsocketConsumer):
                     await self.close(code=4403)
                     return
                 if events:
-                    await self.send(text_data=json.dumps({"type": "events", "events": events}))
+                    for frame in frames(events):
+                        await self.send(text_data=frame)
                     self.last_sent = events[-1]["seq"]
                 status, last_seq = state
                 if len(events) >= PAGE_EVENTS or (events and self.last_sent < last_seq):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -36,8 +37,11 @@ log = logging.getLogger(__name__)
 
 MAX_LINE_CHARS = 16 * 1024  # longer lines are split (a 100 MB line must not live in memory)
 MAX_LINES_PER_EVENT = 2000
-MAX_EVENT_TEXT_BYTES = 512 * 1024
+# A log event's text; even all escape codes (6 JSON bytes each) stay well under the 1 MiB a
+# WebSocket message may carry (daphne's limit).
+MAX_EVENT_TEXT_BYTES = 128 * 1024
 MAX_FIELD_CHARS = 64 * 1024  # any one string in an event's data
+MAX_EVENT_JSON = 256 * 1024  # a whole event's data; past it, strings are cut harder
 FLUSH_INTERVAL = 0.1
 FLUSH_SOON_BYTES = 256 * 1024
 MAX_PENDING_BYTES = 8 * 1024 * 1024
@@ -136,7 +140,13 @@ def clean_value(value: Any, limit: int = MAX_FIELD_CHARS) -> Any:
 
 
 def _size_hint(data: Mapping[str, Any]) -> int:
-    return 200 + sum(len(v) for v in data.values() if isinstance(v, str))
+    size = 200
+    for value in data.values():
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, Mapping | list):
+            size += 2000  # nested: counted roughly; the exact check runs past a threshold
+    return size
 
 
 def _utf8_len(text: str) -> int:
@@ -256,6 +266,8 @@ class RunRecorder:
 
     def record_event(self, kind: str, data: Mapping[str, Any], *, ts: float | None = None) -> None:
         data = clean_value(dict(data))
+        if _size_hint(data) > MAX_EVENT_JSON // 4 and len(json.dumps(data)) > MAX_EVENT_JSON:
+            data = clean_value(data, limit=4096)
         ts = ts or time.time()
         with self._cond:
             if self.lost:

@@ -1,6 +1,7 @@
 """The run socket: authorization first, replay after a seq, live events, each exactly once."""
 
 import asyncio
+import json
 import time
 from unittest import mock
 
@@ -150,3 +151,32 @@ async def test_resuming_at_the_end_of_a_finished_run_sends_only_the_end(redis_se
     message = await communicator.receive_json_from(timeout=5)
     assert message["type"] == "run.end" and message["last_seq"] == last
     await asyncio.sleep(0)
+
+
+async def test_big_pages_are_split_into_messages_daphne_can_send(redis_server):
+    owner, _, run = await setup_run(0)
+
+    @database_sync_to_async
+    def add_heavy_logs() -> int:
+        # Escape codes cost 6 bytes each in JSON: 10 events of 128 KiB would be ~7 MiB.
+        text = "\x1b[31m" * (128 * 1024 // 5)
+        with transaction.atomic():
+            return append_events(
+                run.pk,
+                [
+                    NewEvent("log", time.time(), {"stream": "stdout"}, text, 1 + i, 1)
+                    for i in range(10)
+                ],
+            )
+
+    last = await add_heavy_logs()
+    communicator = await connect(owner, run.pk, after=0)
+    assert (await communicator.connect())[0]
+    seqs, sizes = [], []
+    while not seqs or seqs[-1] < last:
+        raw = await communicator.receive_from(timeout=10)
+        sizes.append(len(raw.encode()))
+        seqs.extend(event["seq"] for event in json.loads(raw)["events"])
+    assert seqs == list(range(1, last + 1))
+    assert len(sizes) > 1 and max(sizes) < 1024 * 1024
+    await communicator.disconnect()

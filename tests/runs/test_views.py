@@ -223,3 +223,17 @@ def test_history_filters_sorts_and_pages_on_the_server(
 def test_history_shows_strangers_nothing(as_bob, finished_run):
     content = as_bob.get(reverse("runs:history")).content.decode()
     assert f"/runs/{finished_run.pk}/" not in content and "No run matches" in content
+
+
+def test_a_truncated_log_says_so_and_by_how_much(as_alice, finished_run):
+    Run.objects.filter(pk=finished_run.pk).update(log_dropped_bytes=5 * 1024 * 1024)
+    content = as_alice.get(reverse("runs:detail", args=[finished_run.pk])).content.decode()
+    assert "Log truncated at 16 MB: 5.0\xa0MB of output were not stored." in content
+    assert 'id="log-truncated-marker" class="log-marker" >' in content  # shown, not hidden
+
+
+def test_a_queued_run_says_why_it_waits_and_where_it_is_in_line(as_alice, project, alice):
+    services.start_run(project=project, user=alice, task="echo first", overrides={})
+    second = services.start_run(project=project, user=alice, task="echo second", overrides={})
+    content = as_alice.get(reverse("runs:header", args=[second.pk])).content.decode()
+    assert "Waiting for a free worker" in content and "position 2 in the queue" in content
