@@ -21,6 +21,7 @@ from apps.projects.selectors import get_project_for_user
 from apps.reviews.selectors import compare_runs
 from apps.runs import ansi, selectors, services
 from apps.runs.config import OVERRIDABLE
+from apps.runs.forms import HistoryFilterForm
 from apps.runs.models import Run
 from apps.teams.selectors import require_project_role
 
@@ -184,15 +185,19 @@ def _valid_cursor(cursor: str, sort: str) -> bool:
 
 
 def _review_filters(filters: RunFilters) -> dict[str, str]:
-    """The history form's review parameters (``HistoryFilterForm.filters``), as the strings
-    ``apps.reviews.selectors.filter_by_review`` reads; that function does the filtering."""
-    values = {
+    """The review part of the history page's filters, built by the page's own form
+    (``HistoryFilterForm.filters``) for ``apps.reviews.selectors.filter_by_review``."""
+    data = {
         "verdict": filters.verdict or "",
-        "label": (filters.label or "").strip(),
-        "reviewer": (filters.reviewer or "").strip(),
+        "label": filters.label or "",
+        "reviewer": filters.reviewer or "",
         "has_comments": "" if filters.has_comments is None else str(int(filters.has_comments)),
     }
-    return {key: value for key, value in values.items() if value}
+    form = HistoryFilterForm(data, projects=[])
+    if not form.is_valid():
+        # The form would drop every filter; the schema has the same rules, so this is a 400.
+        raise ValidationError({f: list(e) for f, e in form.errors.items()})
+    return form.filters().review
 
 
 @router.get(
