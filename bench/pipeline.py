@@ -1,6 +1,6 @@
 """Benchmark of the run pipeline: sandbox → recorder → database → channel layer → WebSocket.
 
-    uv run python bench/pipeline.py [--lines 300000] [--latency-runs 12] [--concurrent 20]
+    uv run python bench/pipeline.py [--lines 1000000] [--latency-runs 12] [--concurrent 20]
                                     [--history-runs 100000] [--json results.json] [--only NAME]
 
 Starts what production runs (a Celery worker and daphne, as subprocesses) against a database of
@@ -514,7 +514,7 @@ def reap_sandboxes() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--lines", type=int, default=300_000)
+    parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--latency-runs", type=int, default=12)
     parser.add_argument("--concurrent", type=int, default=20)
     parser.add_argument("--history-runs", type=int, default=100_000)
