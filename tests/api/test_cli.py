@@ -292,7 +292,9 @@ def test_the_cli_launches_a_real_run_follows_it_and_exits_with_its_status(server
     run = Run.objects.get(project=project)
     assert run.status == "succeeded" and run.config["timeout_seconds"] == 60
     assert f"run #{run.pk} launched: {server_url}/runs/{run.pk}/" in passed.stderr
-    assert f"[run #{run.pk} · running" in passed.stderr  # the progress line (not a terminal)
+    # The progress line (not a terminal). Which transient states it catches depends on timing:
+    # a quick run can go from provisioning to succeeded between two polls.
+    assert f"[run #{run.pk} · " in passed.stderr
     assert passed.stderr.rstrip().endswith(f"run #{run.pk} succeeded")
 
     failed = run_cli(

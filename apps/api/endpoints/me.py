@@ -25,6 +25,12 @@ from .common import errors
 router = Router(tags=["account"])
 
 
+def _decimal_text(value) -> str:
+    """A sum as plain text without the database's scale: PostgreSQL returns 1.250000 for what
+    SQLite returns as 1.25, and API clients should see the same value from both."""
+    return format(value.normalize(), "f") if value else "0"
+
+
 def usage_of(user) -> dict:
     since = timezone.now() - dt.timedelta(days=30)
     mine = runs_visible_to(user).filter(user_id=user.pk)
@@ -81,7 +87,10 @@ def team_limits_of(user) -> list[dict]:
                     "running": active_count(team_id=team.pk),
                 },
                 "monthly_tokens": {**_limit(effective.team_tokens), "used": spend.tokens},
-                "monthly_cost_usd": {**_limit(effective.team_cost), "used": str(spend.cost)},
+                "monthly_cost_usd": {
+                    **_limit(effective.team_cost),
+                    "used": _decimal_text(spend.cost),
+                },
             }
         )
     return out
@@ -97,7 +106,7 @@ def limits_of(user) -> dict:
         "allowed": {name: _limit(mine.get(name)) for name in LISTS},
         "concurrent_runs": _limit(mine.user_concurrency),
         "monthly_tokens": {**_limit(mine.user_tokens), "used": spend.tokens},
-        "monthly_cost_usd": {**_limit(mine.user_cost), "used": str(spend.cost)},
+        "monthly_cost_usd": {**_limit(mine.user_cost), "used": _decimal_text(spend.cost)},
         "teams": team_limits_of(user),
     }
 
