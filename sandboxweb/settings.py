@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -129,6 +130,13 @@ if DOCKER_HOST:
 DEFAULT_SANDBOX_IMAGE = "sandboxweb/sandbox:latest"
 SANDBOX_IMAGE = env.get_str("SANDBOX_IMAGE", DEFAULT_SANDBOX_IMAGE)
 SANDBOX_POOL_SIZE = env.get_int("SANDBOX_POOL_SIZE", 0, minimum=0)
+# Part of every run sandbox's name and owner label. Empty = derived from the database identity,
+# so two installations sharing a Docker host never touch each other's sandboxes.
+SANDBOXWEB_INSTANCE = env.get_str("SANDBOXWEB_INSTANCE", "")
+if SANDBOXWEB_INSTANCE and not re.fullmatch(r"[0-9a-z]{1,16}", SANDBOXWEB_INSTANCE):
+    raise env.EnvError(
+        f"SANDBOXWEB_INSTANCE={SANDBOXWEB_INSTANCE!r} must be 1-16 lowercase letters or digits."
+    )
 ANTHROPIC_API_KEY = env.get_str("ANTHROPIC_API_KEY")
 ANTHROPIC_BASE_URL = env.get_str("ANTHROPIC_BASE_URL")
 if ANTHROPIC_BASE_URL:

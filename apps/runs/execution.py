@@ -10,8 +10,10 @@ Threads of one execution:
 - the sampler records resource samples every ``RUN_STATS_INTERVAL_SECONDS`` and the workspace
   file tree when a tool may have changed it.
 
-The sandbox id is ``sbxrun-<run id>-<attempt>``: a redelivered task cannot start a second sandbox
-for the same attempt, and the sweeper can tell from the name alone which run a sandbox serves.
+The sandbox id is ``sbxrun-<instance>-<run id>-<attempt>``: a redelivered task cannot start a
+second sandbox for the same attempt, and the sweeper can tell from the name alone which run a
+sandbox serves. ``<instance>`` names the database the run lives in, so two installations (or a
+staging copy) sharing one Docker host neither collide on names nor reap each other's sandboxes.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ log = logging.getLogger(__name__)
 S = Run.Status
 MB = 1024 * 1024
 
-SANDBOX_ID_RE = re.compile(r"^sbxrun-(\d+)-(\d+)$")
+SANDBOX_ID_RE = re.compile(r"^sbxrun-([0-9a-z]+)-(\d+)-(\d+)$")
 # The sandbox layer's label holding a sandbox's current id (its container name).
 SANDBOX_ID_LABEL = "org.sandboxweb.sandbox-id"
 WATCH_INTERVAL = 0.5
@@ -82,6 +84,7 @@ def get_manager() -> SandboxManager:
         if _manager is None:
             _manager = SandboxManager(
                 provider="docker",
+                owner=os.environ.get("SANDBOX_OWNER") or f"{socket.gethostname()}-{instance_tag()}",
                 pool_size=settings.SANDBOX_POOL_SIZE,
                 # The instance-wide key; runs of projects with their own key carry it per sandbox.
                 provider_options={"e2b": {"options": E2BOptions(api_key=settings.E2B_API_KEY)}},
@@ -103,13 +106,26 @@ def close_manager() -> None:
         manager.close()
 
 
+def instance_tag() -> str:
+    """Eight hex digits naming the database this process records runs in (read at call time:
+    under pytest that is the test database, the same one the test's worker processes use)."""
+    if settings.SANDBOXWEB_INSTANCE:
+        return settings.SANDBOXWEB_INSTANCE
+    db = connection.settings_dict
+    identity = "\0".join(str(db.get(key) or "") for key in ("ENGINE", "HOST", "PORT", "NAME"))
+    return hashlib.sha256(identity.encode()).hexdigest()[:8]
+
+
 def sandbox_id_for(run_id: int, attempt: int) -> str:
-    return f"sbxrun-{run_id}-{attempt}"
+    return f"sbxrun-{instance_tag()}-{run_id}-{attempt}"
 
 
 def parse_sandbox_id(sandbox_id: str) -> tuple[int, int] | None:
+    """(run id, attempt) of one of *this* instance's sandbox ids; None for anything else."""
     match = SANDBOX_ID_RE.match(sandbox_id or "")
-    return (int(match.group(1)), int(match.group(2))) if match else None
+    if match is None or match.group(1) != instance_tag():
+        return None
+    return int(match.group(2)), int(match.group(3))
 
 
 def lease_owner_name() -> str:

@@ -34,6 +34,7 @@ def run_check(**environment: str) -> subprocess.CompletedProcess:
         ("DEBUG", "maybe"),
         ("SANDBOX_POOL_SIZE", "-1"),
         ("SANDBOX_POOL_SIZE", "many"),
+        ("SANDBOXWEB_INSTANCE", "Prod_1"),
         ("DOCKER_HOST", "ftp://somewhere"),
         ("ANTHROPIC_BASE_URL", "not-a-url"),
         ("SECRET_KEY", "short"),

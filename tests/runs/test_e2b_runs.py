@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 
+from apps.runs import execution
 from apps.runs.models import Run, RunEvent
 from apps.runs.selectors import log_lines
 from tests.projects.factories import make_project, make_user
@@ -122,7 +123,7 @@ def test_a_script_run_on_e2b_streams_like_a_docker_run(e2b_worker, e2b_fake, ser
         "out/report.txt",
         "out/sub/g.txt",
     ]
-    assert run.sandbox_id == f"sbxrun-{run.pk}-1" and run.lease_owner == ""
+    assert run.sandbox_id == execution.sandbox_id_for(run.pk, 1) and run.lease_owner == ""
     create = create_for(e2b_fake, run)
     assert create.headers["x-api-key"] == SERVER_KEY
     assert create.body["templateID"] == "base" and create.body["allow_internet_access"] is False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.runs import services
+from apps.runs import execution, services
 from apps.runs.models import Run, RunEvent
 from apps.runs.selectors import log_lines
 from apps.runs.tasks import execute_run_task
@@ -75,7 +75,7 @@ def test_a_script_run_streams_lines_files_samples_and_artifacts(worker):
     ]
     assert bytes(run.artifacts.get(path="out/report.txt").content) == b"report\n"
     assert run.peak_memory_mb and run.log_lines == 3002 and run.duration_ms >= 2000
-    assert run.sandbox_id == f"sbxrun-{run.pk}-1" and run.lease_owner == ""
+    assert run.sandbox_id == execution.sandbox_id_for(run.pk, 1) and run.lease_owner == ""
     assert leftover_sandboxes(worker.owner) == []
 
 
