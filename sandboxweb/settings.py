@@ -170,6 +170,9 @@ ARTIFACT_MAX_BYTES = env.get_int("ARTIFACT_MAX_MB", 20, minimum=1) * _MB
 # REST API (apps/api): requests per token per window, counted in Redis.
 API_RATE_LIMIT_REQUESTS = env.get_int("API_RATE_LIMIT_REQUESTS", 600, minimum=1)
 API_RATE_LIMIT_WINDOW_SECONDS = env.get_int("API_RATE_LIMIT_WINDOW_SECONDS", 60, minimum=1)
+# Requests with a missing/invalid token per client IP per window (bounds token guessing).
+API_AUTH_FAILURE_LIMIT_REQUESTS = env.get_int("API_AUTH_FAILURE_LIMIT_REQUESTS", 30, minimum=1)
+API_AUTH_FAILURE_WINDOW_SECONDS = env.get_int("API_AUTH_FAILURE_WINDOW_SECONDS", 300, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

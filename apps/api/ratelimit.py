@@ -26,9 +26,6 @@ from .models import ApiToken
 log = logging.getLogger(__name__)
 KEY_PREFIX = "sandboxweb:api:rate"
 AUTH_FAILURE_PREFIX = "sandboxweb:api:authfail"
-# Failed authentications allowed per client IP and window (overridable in settings).
-AUTH_FAILURE_REQUESTS = 30
-AUTH_FAILURE_WINDOW_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -111,10 +108,7 @@ class TokenRateThrottle(BaseThrottle):
 
 
 def _auth_failure_limits() -> tuple[int, int]:
-    return (
-        int(getattr(settings, "API_AUTH_FAILURE_LIMIT_REQUESTS", AUTH_FAILURE_REQUESTS)),
-        int(getattr(settings, "API_AUTH_FAILURE_WINDOW_SECONDS", AUTH_FAILURE_WINDOW_SECONDS)),
-    )
+    return settings.API_AUTH_FAILURE_LIMIT_REQUESTS, settings.API_AUTH_FAILURE_WINDOW_SECONDS
 
 
 def _auth_failure_key(ip: str, window: int, now: float) -> str:
