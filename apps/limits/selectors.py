@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, Sum
 from django.utils import timezone
 
@@ -163,3 +164,31 @@ def active_count(*, user_id: int | None = None, team_id: int | None = None) -> i
     if team_id is not None:
         return runs.filter(project__team_id=team_id).count()
     return runs.filter(user_id=user_id).count()
+
+
+# -- the admins' screen ---------------------------------------------------------------------------
+
+
+def require_limits_admin(user: Any) -> None:
+    """Limits are set by instance admins only (the limits screen and the API)."""
+    if not (user.is_authenticated and user.is_staff):
+        raise PermissionDenied("Only instance admins manage limits.")
+
+
+def get_policy(*, scope: str, team: Any = None, user: Any = None) -> LimitPolicy:
+    """The row for the instance, a team or a user; an unsaved, empty one when none exists yet."""
+    if scope == LimitPolicy.Scope.INSTANCE:
+        team = user = None
+    lookup = {"scope": scope, "team": team, "user": user}
+    return LimitPolicy.objects.filter(**lookup).select_related(
+        "team", "user", "updated_by"
+    ).first() or LimitPolicy(**lookup)
+
+
+def list_overrides() -> Any:
+    """Every team and user row (the instance default is not an override)."""
+    return (
+        LimitPolicy.objects.exclude(scope=LimitPolicy.Scope.INSTANCE)
+        .select_related("team", "user", "updated_by")
+        .order_by("scope", "team__name", "user__username")
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -15,17 +15,15 @@ from apps.teams.models import Team
 from . import services, usage
 from .forms import LimitPolicyForm
 from .models import LimitPolicy
+from .selectors import get_policy, list_overrides, require_limits_admin
 
 
 def _require_staff(request: HttpRequest) -> None:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only instance admins manage limits.")
+    require_limits_admin(request.user)
 
 
 def _instance_policy() -> LimitPolicy:
-    return LimitPolicy.objects.filter(scope=LimitPolicy.Scope.INSTANCE).first() or LimitPolicy(
-        scope=LimitPolicy.Scope.INSTANCE
-    )
+    return get_policy(scope=LimitPolicy.Scope.INSTANCE)
 
 
 def _target(request: HttpRequest) -> tuple[str, Team | None, object | None]:
@@ -54,12 +52,7 @@ def manage(request: HttpRequest) -> HttpResponse:
     GET ?scope=team&team=ID or ?scope=user&username=NAME opens that row's form."""
     _require_staff(request)
     scope, team, user = _target(request)
-    if scope == LimitPolicy.Scope.INSTANCE:
-        policy = _instance_policy()
-    else:
-        policy = LimitPolicy.objects.filter(
-            scope=scope, team=team, user=user
-        ).first() or LimitPolicy(scope=scope, team=team, user=user)
+    policy = get_policy(scope=scope, team=team, user=user)
     form = LimitPolicyForm(request.POST or None, instance=policy)
     if request.method == "POST" and form.is_valid():
         try:
@@ -71,9 +64,7 @@ def manage(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Limits saved for {policy}.")
             return redirect("limits:manage")
-    overrides = LimitPolicy.objects.exclude(scope=LimitPolicy.Scope.INSTANCE).select_related(
-        "team", "user", "updated_by"
-    )
+    overrides = list_overrides()
     return render(
         request,
         "limits/manage.html",

@@ -123,3 +123,39 @@ def get_invitation_for_user(*, user: User, invitation_id: Any) -> Invitation:
         return pending_invitations_for(user=user).get(pk=int(invitation_id))
     except (Invitation.DoesNotExist, TypeError, ValueError):
         raise Http404("No such invitation") from None
+
+
+def pending_invitations_of(*, team: Team) -> QuerySet[Invitation]:
+    """The team's open invitations (the team page lists them to admins and owners)."""
+    return team.invitations.filter(status=Invitation.Status.PENDING).select_related(
+        "user", "invited_by"
+    )
+
+
+def get_invitation_of_team(*, team: Team, invitation_id: Any) -> Invitation:
+    """One of the team's invitations in any state, or 404."""
+    try:
+        return team.invitations.select_related("user", "invited_by").get(pk=int(invitation_id))
+    except (Invitation.DoesNotExist, TypeError, ValueError):
+        raise Http404("No such invitation") from None
+
+
+def get_own_invitation(*, user: User, invitation_id: Any) -> Invitation:
+    """An invitation addressed to ``user`` in any state (so answering a revoked one can say
+    so), or 404: someone else's invitation does not exist for them."""
+    if not user.is_authenticated:
+        raise Http404("No such invitation")
+    try:
+        return Invitation.objects.select_related("team", "invited_by").get(
+            pk=int(invitation_id), user_id=user.pk
+        )
+    except (Invitation.DoesNotExist, TypeError, ValueError):
+        raise Http404("No such invitation") from None
+
+
+def get_membership(*, team: Team, membership_id: Any) -> Membership:
+    """A membership of ``team``, or 404."""
+    try:
+        return Membership.objects.select_related("user").get(pk=int(membership_id), team=team)
+    except (Membership.DoesNotExist, TypeError, ValueError):
+        raise Http404("No such member") from None

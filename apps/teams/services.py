@@ -21,6 +21,12 @@ from apps.audit.services import Action, record
 from .models import Invitation, Membership, Role, Team, rank
 
 
+class TeamStateConflict(ValidationError):
+    """The change is well-formed but the team's current state does not allow it: an invitation
+    that is no longer open, a team that would lose its last owner. A ValidationError, so the
+    pages show it like any other message; the API answers 409."""
+
+
 def _access_changed_after_commit(user_id: int) -> None:
     from apps.runs.channels import notify_access_changed
 
@@ -96,7 +102,7 @@ def invite(
 def accept_invitation(*, invitation: Invitation, user: AbstractBaseUser) -> Membership:
     invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if invitation.user_id != user.pk or invitation.status != Invitation.Status.PENDING:
-        raise ValidationError("This invitation is no longer open.")
+        raise TeamStateConflict("This invitation is no longer open.")
     invitation.status = Invitation.Status.ACCEPTED
     invitation.responded_at = timezone.now()
     invitation.save(update_fields=["status", "responded_at"])
@@ -106,7 +112,7 @@ def accept_invitation(*, invitation: Invitation, user: AbstractBaseUser) -> Memb
                 team_id=invitation.team_id, user=user, role=invitation.role
             )
     except IntegrityError:
-        raise ValidationError("You are already a member of this team.") from None
+        raise TeamStateConflict("You are already a member of this team.") from None
     record(
         actor=user,
         action=Action.INVITE_ACCEPT,
@@ -123,7 +129,7 @@ def decline_invitation(*, invitation: Invitation, user: AbstractBaseUser) -> Inv
         pk=invitation.pk, user_id=user.pk, status=Invitation.Status.PENDING
     ).update(status=Invitation.Status.DECLINED, responded_at=timezone.now())
     if not updated:
-        raise ValidationError("This invitation is no longer open.")
+        raise TeamStateConflict("This invitation is no longer open.")
     record(
         actor=user,
         action=Action.INVITE_DECLINE,
@@ -139,9 +145,12 @@ def decline_invitation(*, invitation: Invitation, user: AbstractBaseUser) -> Inv
 def revoke_invitation(*, invitation: Invitation, actor: AbstractBaseUser, actor_role: str) -> None:
     if rank(actor_role) < rank(Role.ADMIN):
         raise PermissionDenied("Only team admins and owners can revoke invitations.")
-    Invitation.objects.filter(pk=invitation.pk, status=Invitation.Status.PENDING).update(
-        status=Invitation.Status.REVOKED, responded_at=timezone.now()
-    )
+    updated = Invitation.objects.filter(
+        pk=invitation.pk, team_id=invitation.team_id, status=Invitation.Status.PENDING
+    ).update(status=Invitation.Status.REVOKED, responded_at=timezone.now())
+    if not updated:
+        # Answered or revoked meanwhile: nothing changed, so nothing is audited.
+        raise TeamStateConflict("This invitation is no longer open.")
     record(actor=actor, action=Action.INVITE_REVOKE, target=invitation, team_id=invitation.team_id)
 
 
@@ -167,7 +176,7 @@ def change_role(
     # Lock the team's owner rows, so two owners demoting each other cannot both succeed.
     list(Membership.objects.select_for_update().filter(team_id=membership.team_id, role=Role.OWNER))
     if before == Role.OWNER and not _owners_left(membership.team_id, membership.pk):
-        raise ValidationError("A team needs at least one owner; make someone else owner first.")
+        raise TeamStateConflict("A team needs at least one owner; make someone else owner first.")
     membership.role = role
     membership.save(update_fields=["role"])
     record(
@@ -196,7 +205,7 @@ def remove_member(*, membership: Membership, actor: AbstractBaseUser, actor_role
             raise PermissionDenied("Only an owner can remove an owner.")
     list(Membership.objects.select_for_update().filter(team_id=membership.team_id, role=Role.OWNER))
     if membership.role == Role.OWNER and not _owners_left(membership.team_id, membership.pk):
-        raise ValidationError("A team needs at least one owner; make someone else owner first.")
+        raise TeamStateConflict("A team needs at least one owner; make someone else owner first.")
     record(
         actor=actor,
         action=Action.MEMBER_REMOVE,

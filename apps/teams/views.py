@@ -2,19 +2,21 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import services
-from .models import Invitation, Membership, Role, rank
+from .models import Role, rank
 from .selectors import (
     get_invitation_for_user,
+    get_membership,
     get_team_for_user,
     list_teams_for_user,
     members_of,
     pending_invitations_for,
+    pending_invitations_of,
 )
 
 
@@ -64,11 +66,7 @@ def team_detail(request: HttpRequest, team_id: int) -> HttpResponse:
             "manage": manage,
             "grantable": grantable,
             "members": members_of(team=team),
-            "invitations": team.invitations.filter(status=Invitation.Status.PENDING).select_related(
-                "user", "invited_by"
-            )
-            if manage
-            else [],
+            "invitations": pending_invitations_of(team=team) if manage else [],
             "projects": team.projects.filter(archived_at__isnull=True).select_related("owner"),
             "limits": effective_limits_for_team(team=team),
         },
@@ -96,18 +94,11 @@ def team_invite(request: HttpRequest, team_id: int) -> HttpResponse:
     return redirect("teams:detail", team_id=team.pk)
 
 
-def _membership(team_id: int, membership_id: int) -> Membership:
-    try:
-        return Membership.objects.select_related("user").get(pk=membership_id, team_id=team_id)
-    except Membership.DoesNotExist:
-        raise Http404("No such member") from None
-
-
 @login_required
 @require_POST
 def member_role(request: HttpRequest, team_id: int, membership_id: int) -> HttpResponse:
     team, role = get_team_for_user(user=request.user, team_id=team_id, min_role=Role.ADMIN)
-    membership = _membership(team.pk, membership_id)
+    membership = get_membership(team=team, membership_id=membership_id)
     try:
         services.change_role(
             membership=membership,
@@ -128,9 +119,8 @@ def member_role(request: HttpRequest, team_id: int, membership_id: int) -> HttpR
 @require_POST
 def member_remove(request: HttpRequest, team_id: int, membership_id: int) -> HttpResponse:
     team, role = get_team_for_user(user=request.user, team_id=team_id)
-    membership = _membership(team.pk, membership_id)
-    if membership.user_id != request.user.pk and rank(role) < rank(Role.ADMIN):
-        raise PermissionDenied("Only team admins and owners can remove members.")
+    membership = get_membership(team=team, membership_id=membership_id)
+    # Who may remove whom is the service's rule (PermissionDenied is a 403 here too).
     try:
         services.remove_member(membership=membership, actor=request.user, actor_role=role)
     except ValidationError as exc:
@@ -148,11 +138,15 @@ def member_remove(request: HttpRequest, team_id: int, membership_id: int) -> Htt
 def invitation_revoke(request: HttpRequest, team_id: int, invitation_id: int) -> HttpResponse:
     team, role = get_team_for_user(user=request.user, team_id=team_id, min_role=Role.ADMIN)
     try:
-        invitation = team.invitations.get(pk=invitation_id, status=Invitation.Status.PENDING)
-    except Invitation.DoesNotExist:
+        invitation = pending_invitations_of(team=team).get(pk=invitation_id)
+    except ObjectDoesNotExist:
         raise Http404("No such invitation") from None
-    services.revoke_invitation(invitation=invitation, actor=request.user, actor_role=role)
-    messages.success(request, f"Invitation for {invitation.user.get_username()} revoked.")
+    try:
+        services.revoke_invitation(invitation=invitation, actor=request.user, actor_role=role)
+    except ValidationError as exc:  # answered a moment ago
+        messages.error(request, _error_text(exc))
+    else:
+        messages.success(request, f"Invitation for {invitation.user.get_username()} revoked.")
     return redirect("teams:detail", team_id=team.pk)
 
 
