@@ -40,6 +40,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # After CSPMiddleware: on the way out it runs first and adds this host's ws(s):// origin.
+    "apps.core.security.WebSocketOriginCSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -193,13 +196,72 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
 
+# --- Web security (docs/security.md; README "Production notes") -----------------------------
+# HTTPS=1 says the site is served over TLS (usually by a proxy in front of daphne): cookies
+# become Secure, plain-HTTP requests are redirected and HSTS is sent.
+HTTPS = env.get_bool("HTTPS", False)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = env.get_bool("SECURE_COOKIES", not DEBUG and env.get_bool("HTTPS", False))
+SESSION_COOKIE_SECURE = env.get_bool("SECURE_COOKIES", not DEBUG and HTTPS)
+# The pages carry the token in hx-headers / a hidden field; no script reads the cookie.
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = env.get_bool("SECURE_SSL_REDIRECT", HTTPS)
+# Load balancers probe /healthz over plain HTTP inside the network; a redirect would fail them.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Behind a TLS-terminating proxy daphne sees plain HTTP: trust the proxy's X-Forwarded-Proto
+# (only set this when the proxy overwrites that header on every request, else clients can forge
+# it). Without it SECURE_SSL_REDIRECT would redirect forever.
+if env.get_bool("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env.get_int("HSTS_SECONDS", 31536000 if HTTPS else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.get_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env.get_bool("HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = []
+if not SECURE_HSTS_PRELOAD:
+    # security.W021 asks for HSTS preload: submitting a domain to the browsers' preload list is
+    # hard to undo and covers every subdomain, so it is the domain owner's choice (HSTS_PRELOAD=1).
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+
+# Content-Security-Policy (django-csp): no inline script or style, no eval, nothing from other
+# origins. connect-src also gets this host's ws(s):// origin per request (apps/core/security.py)
+# because not every browser lets 'self' cover WebSocket URLs. Views that need more widen it with
+# csp.decorators.csp_update, never this global policy.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# The shared cache (login throttling, apps/core/login_throttle.py) lives in Redis so every web
+# process counts the same failures; LocMem would give each process its own count.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "sandboxweb",
+    }
+}
+# Failed log-ins: past LOGIN_FAILURE_LIMIT for one username, or LOGIN_IP_FAILURE_LIMIT from one
+# address, within LOGIN_FAILURE_WINDOW_SECONDS, log-in is refused until the window ends.
+AUTHENTICATION_BACKENDS = ["apps.core.login_throttle.ThrottledModelBackend"]
+LOGIN_FAILURE_LIMIT = env.get_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_IP_FAILURE_LIMIT = env.get_int("LOGIN_IP_FAILURE_LIMIT", 20, minimum=1)
+LOGIN_FAILURE_WINDOW_SECONDS = env.get_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60, minimum=10)
 
 LOGGING = {
     "version": 1,
