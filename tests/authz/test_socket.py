@@ -99,3 +99,30 @@ async def test_removing_a_member_closes_their_open_run_sockets(
     # Everyone else stays connected.
     assert await other_socket.receive_nothing(timeout=0.5)
     await other_socket.disconnect()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"origin", b"http://evil.example"), (b"host", b"localhost")],
+        [(b"origin", b"http://localhost.evil.example"), (b"host", b"localhost")],
+        [(b"origin", b"null"), (b"host", b"localhost")],
+        [(b"host", b"localhost")],  # no Origin header at all
+    ],
+    ids=["foreign", "lookalike", "null", "missing"],
+)
+async def test_a_socket_from_another_origin_is_refused_even_for_the_owner(
+    redis_server, monkeypatch, settings, headers
+):
+    """Cross-site WebSocket hijacking: the browser sends the victim's cookie with a socket a
+    foreign page opens, so the Origin check is what stands between it and the run's log."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    w = await make_scene(monkeypatch)
+    communicator = WebsocketCommunicator(application, f"/ws/runs/{w.run.pk}/", headers=headers)
+    communicator.scope["user"] = w.owner
+    connected, _code = await communicator.connect()
+    assert connected is False
+    # The same owner from the site's own origin is let in (the refusal is about the origin).
+    same_site = await connect(w.owner, w.run.pk)
+    assert (await same_site.connect())[0] is True
+    await same_site.disconnect()
