@@ -31,7 +31,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from apps.agents import (
@@ -72,6 +72,8 @@ GIVE_UP_AFTER = 30.0  # ... and before it records the run as cancelled without t
 TREE_REFRESH_EVERY = 5.0
 MAX_TREE_ENTRIES = 5000
 FILE_CHANGING_EVENTS = {"file_changed", "command_finished"}
+# The sandbox layer's errors that mean the engine (or the sandbox itself) is gone.
+LOST_SANDBOX_ERRORS = {"SandboxUnavailable", "SandboxNotFound"}
 
 _manager: SandboxManager | None = None
 _manager_lock = threading.Lock()
@@ -126,6 +128,25 @@ def parse_sandbox_id(sandbox_id: str) -> tuple[int, int] | None:
     if match is None or match.group(1) != instance_tag():
         return None
     return int(match.group(2)), int(match.group(3))
+
+
+def retry_database(call: Any, *, budget: float, what: str) -> Any:
+    """``call()``, retried with backoff while the database does not answer, for up to ``budget``
+    seconds (then the last error is raised). Only for writes that are safe to repeat: a
+    ``transition`` repeated after its commit was lost finds the state moved and says so."""
+    deadline = time.monotonic() + budget
+    delay = 0.25
+    while True:
+        try:
+            return call()
+        except DatabaseError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: the database did not answer (%s); retrying", what, exc)
+            with contextlib.suppress(Exception):
+                connection.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def lease_owner_name() -> str:
@@ -200,7 +221,12 @@ class RunExecution:
         self.lease_owner = lease_owner
         self.config = reclamp(run.config)
         self.cancel = threading.Event()
-        self.stop_reason: str | None = None  # cancelled | output_limit | lease_lost
+        # cancelled | output_limit | lease_lost | database_unavailable
+        self.stop_reason: str | None = None
+        # While the database does not answer, writes are retried this long before the run is
+        # stopped: past its lease the sweeper may end the run anyway, so waiting longer would
+        # only keep a sandbox running whose output cannot be recorded.
+        self.db_budget = float(settings.RUN_LEASE_SECONDS)
         self.sandbox_id = sandbox_id_for(run.pk, run.attempt)
         self.log_limit = int(self.config.get("log_limit_mb") or settings.RUN_LOG_LIMIT_MB) * MB
         self.hard_limit = self.log_limit * settings.RUN_LOG_HARD_LIMIT_FACTOR
@@ -210,6 +236,7 @@ class RunExecution:
             log_limit_bytes=self.log_limit,
             hard_limit_bytes=self.hard_limit,
             on_limit=self.stop,
+            retry_budget=self.db_budget,
         )
         self.manager = get_manager()
         self.sampler = Sampler(self.manager, self.sandbox_id, self.recorder)
@@ -352,16 +379,22 @@ class RunExecution:
 
     def mark_running(self, sandbox_id: str) -> None:
         try:
-            transition(
-                self.run,
-                to=S.RUNNING,
-                lease_owner=self.lease_owner,
-                fields={"sandbox_id": sandbox_id},
+            retry_database(
+                lambda: transition(
+                    self.run,
+                    to=S.RUNNING,
+                    lease_owner=self.lease_owner,
+                    fields={"sandbox_id": sandbox_id},
+                ),
+                budget=self.db_budget,
+                what=f"run {self.run.pk}: marking it running",
             )
         except InvalidTransition:
-            pass  # cancel requested meanwhile: the watcher stops the run
+            pass  # cancel requested meanwhile (or a retried commit had landed): carry on
         except LeaseLost:
             self.stop("lease_lost")
+        except DatabaseError:
+            self.stop("database_unavailable")
         self.sampler.start()
 
     # -- the end ----------------------------------------------------------------------------------
@@ -376,12 +409,20 @@ class RunExecution:
         try:
             health = sandbox.health_check()
         except SandboxError as exc:
-            return "crashed", str(exc)
+            return "sandbox_lost", str(exc)
         if health.healthy:
             return None
         return str(getattr(sandbox, "end_reason", None) or "crashed"), health.message or ""
 
     def outcome(self, result: Any) -> tuple[str, str, str]:
+        if self.stop_reason == "database_unavailable":
+            return (
+                S.CRASHED,
+                "database_unavailable",
+                f"The database did not answer for more than {self.db_budget:.0f} s, so the "
+                "worker stopped the sandbox; everything the run printed until then is in the "
+                "log.",
+            )
         if self.stop_reason == "output_limit":
             return (
                 S.FAILED,
@@ -392,10 +433,19 @@ class RunExecution:
         if self.sandbox_death is not None:
             reason, detail = self.sandbox_death
             status = {"oom": S.OOM, "timeout": S.TIMED_OUT}.get(reason, S.CRASHED)
-            reason = reason if status != S.CRASHED else "crashed"
+            if status == S.CRASHED and reason != "sandbox_lost":
+                reason = "crashed"
             return status, reason, f"The sandbox stopped under the run: {detail}"
         error = result.error
         message = error.message if error else ""
+        if result.status == S.CRASHED and error is not None and error.type in LOST_SANDBOX_ERRORS:
+            # The engine went away under the run (a dockerd restart, a lost host): not the
+            # command's fault, and not a crash of ours either.
+            return (
+                S.CRASHED,
+                "sandbox_lost",
+                f"The sandbox was lost: its engine stopped answering or removed it ({message})",
+            )
         if error is not None and error.type == "ImageNotFound":
             image = self.config.get("image")
             if self.config.get("provider") == "e2b":
@@ -430,23 +480,38 @@ class RunExecution:
                     cost_usd=round(usage.cost_usd, 6),
                 )
         try:
-            run = transition(
-                self.run,
-                to=status,
-                reason=reason,
-                message=message[:5000],
-                lease_owner=self.lease_owner,
-                fields=fields,
+            run = retry_database(
+                lambda: transition(
+                    self.run,
+                    to=status,
+                    reason=reason,
+                    message=message[:5000],
+                    lease_owner=self.lease_owner,
+                    fields=fields,
+                ),
+                budget=self.db_budget,
+                what=f"run {self.run.pk}: recording its end",
             )
         except (InvalidTransition, LeaseLost) as exc:
             log.warning("run %s: could not record the end (%s): %s", self.run.pk, status, exc)
             return "already-ended"
+        except DatabaseError as exc:
+            # The lease runs out and the sweeper ends the run as crashed; the log says so.
+            log.error("run %s: could not record the end (%s): %s", self.run.pk, status, exc)
+            return "database-unavailable"
         return run.status
 
     def store_artifacts(self, result: Any) -> None:
         files = list(getattr(result, "files", None) or [])
         if not files:
             return
+        retry_database(
+            lambda: self._store_artifacts(files),
+            budget=self.db_budget,
+            what=f"run {self.run.pk}: storing artifacts",
+        )
+
+    def _store_artifacts(self, files: list[Any]) -> None:
         Artifact.objects.bulk_create(
             [
                 Artifact(

@@ -46,7 +46,10 @@ FLUSH_INTERVAL = 0.1
 FLUSH_SOON_BYTES = 256 * 1024
 MAX_PENDING_BYTES = 8 * 1024 * 1024
 PARTIAL_LINE_AFTER = 0.5  # a line without newline is shown after this long (prompts, dots)
-RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+# Backoff between attempts to write a batch while the database does not answer; the last delay
+# repeats until the recorder's retry budget is spent.
+RETRY_DELAYS = (0.1, 0.25, 0.5, 1.0, 2.0)
+DEFAULT_RETRY_BUDGET = 60.0
 
 # Executor event types renamed for storage: its "status" is a phase of the run, not our state.
 RENAMED_TYPES = {"status": "phase"}
@@ -187,8 +190,13 @@ class RunRecorder:
         hard_limit_bytes: int | None = None,
         on_limit: LimitCallback | None = None,
         flush_interval: float = FLUSH_INTERVAL,
+        retry_budget: float = DEFAULT_RETRY_BUDGET,
     ) -> None:
         self.run_id = run.pk
+        # How long a batch is retried while the database is unreachable before ``on_limit``
+        # ("database_unavailable") asks the caller to stop the run. The events stay buffered
+        # (in order) and later writes keep trying: nothing is dropped while the worker lives.
+        self.retry_budget = retry_budget
         self.lease_owner = lease_owner
         self.log_limit_bytes = log_limit_bytes
         self.hard_limit_bytes = hard_limit_bytes
@@ -214,6 +222,9 @@ class RunRecorder:
         self.closed = False
         self.last_written_seq = run.last_seq
         self.write_errors = 0
+        self.unavailable = False  # the retry budget was spent once: the run is being stopped
+        self.outage_seconds = 0.0  # the longest time writes waited for the database
+        self._failing_since: float | None = None
         self._last_write = 0.0  # time.monotonic() of the last write
         self._notifier = RunNotifier()
         self._thread: threading.Thread | None = None
@@ -238,7 +249,19 @@ class RunRecorder:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=120)
-        self.flush()
+        # The database may be away: keep trying for one more retry budget before giving up on
+        # what is still buffered (then the sweeper ends the run and the log says it crashed).
+        deadline = time.monotonic() + self.retry_budget
+        while True:
+            self.flush()
+            with self._cond:
+                left = len(self._items)
+            if not left or self.lost or time.monotonic() >= deadline:
+                break
+        if left and not self.lost:
+            log.error(
+                "run %s: %d events could not be written: the database is away", self.run_id, left
+            )
         self._notifier.close()
 
     def __enter__(self) -> RunRecorder:
@@ -500,16 +523,10 @@ class RunRecorder:
         if not items and not updates:
             return
         events = [item.to_event() if isinstance(item, _LogBatch) else item for item in items]
-        for attempt, delay in enumerate((*RETRY_DELAYS, None)):
+        attempt = 0
+        while True:
             try:
-                with transaction.atomic():
-                    upto = append_events(
-                        self.run_id,
-                        events,
-                        lease_owner=self.lease_owner,
-                        updates=updates,
-                        notify=self._notify,
-                    )
+                upto = self._append_once(events, updates, retrying=attempt > 0)
                 break
             except LeaseLost as exc:
                 log.warning("run %s: %s; dropping %d events", self.run_id, exc, len(events))
@@ -522,21 +539,88 @@ class RunRecorder:
                 return
             except DatabaseError as exc:
                 self.write_errors += 1
+                now = time.monotonic()
+                if self._failing_since is None:
+                    self._failing_since = now
                 log.warning(
-                    "run %s: writing events failed (%s), attempt %d", self.run_id, exc, attempt
+                    "run %s: writing %d events failed (%s), attempt %d",
+                    self.run_id,
+                    len(events),
+                    str(exc).strip(),
+                    attempt,
                 )
                 with contextlib.suppress(Exception):
                     close_old_connections()
                     connection.close()
-                if delay is None:
+                if now - self._failing_since >= self.retry_budget:
                     # Keep them (in order, ahead of newer ones); the next round tries again.
                     with self._cond:
                         self._items[:0] = items
+                    if not self.unavailable:
+                        self.unavailable = True
+                        log.error(
+                            "run %s: the database did not answer for %.0f s; stopping the run "
+                            "(%d events kept in memory, still retrying)",
+                            self.run_id,
+                            now - self._failing_since,
+                            len(events),
+                        )
+                        self._fire_limit("database_unavailable")
+                    time.sleep(RETRY_DELAYS[-1])
                     return
-                time.sleep(delay)
+                time.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+                attempt += 1
+        if self._failing_since is not None:
+            waited = time.monotonic() - self._failing_since
+            self._failing_since = None
+            self.outage_seconds = max(self.outage_seconds, waited)
+            # Say so in the log itself: the user sees why output paused, and that none was lost.
+            # (Queued directly: this is the flusher, it must not wait for room behind itself.)
+            notice = NewEvent(
+                type="notice",
+                ts=time.time(),
+                data={
+                    "kind": "database_outage",
+                    "seconds": round(waited, 1),
+                    "message": f"The database did not answer for {waited:.1f} s; the output "
+                    "of that time was kept by the worker and written once it was back.",
+                },
+            )
+            with self._cond:
+                self._items.append(notice)
+                self._cond.notify_all()
         self.last_written_seq = upto
         self._last_write = time.monotonic()
         self._written.update(updates)
         with self._cond:
             self._pending_bytes = max(0, self._pending_bytes - pending_bytes)
             self._cond.notify_all()
+
+    def _append_once(self, events: list[NewEvent], updates: dict, *, retrying: bool) -> int:
+        """One attempt. A retry first checks whether the failed attempt was committed after
+        all (the connection dropped while the COMMIT's answer was on its way): the same events
+        must not be written twice."""
+        with transaction.atomic():
+            if retrying and events:
+                first = events[0]
+                seq = (
+                    RunEvent.objects.filter(
+                        run_id=self.run_id,
+                        seq__gt=self.last_written_seq,
+                        type=first.type,
+                        ts=_timestamp(first.ts),
+                        line_start=first.line_start,
+                    )
+                    .values_list("seq", flat=True)
+                    .first()
+                )
+                if seq is not None:
+                    log.warning("run %s: the failed write was committed after all", self.run_id)
+                    return seq + len(events) - 1
+            return append_events(
+                self.run_id,
+                events,
+                lease_owner=self.lease_owner,
+                updates=updates,
+                notify=self._notify,
+            )
