@@ -3,9 +3,10 @@
 Agent output is data, never markup. :func:`segments` parses one log line into ``(text, classes)``
 pieces; :func:`to_html` escapes every piece and wraps coloured ones in ``<span class="...">``.
 Only SGR (``ESC[...m``) is interpreted; other escape sequences (cursor moves, OSC titles and
-hyperlinks) are dropped and other control characters removed. A carriage return keeps what was
-written after it, the way a terminal shows a progress bar. Colours map to 16 classes (256-colour
-and true-colour values to the nearest of them), so no inline style is ever emitted.
+hyperlinks: only the link text is kept, never a target) are dropped and other C0/C1 control
+characters removed. A carriage return keeps what was written after it, the way a terminal shows
+a progress bar. Colours map to 16 classes (256-colour and true-colour values to the nearest of
+them), so no inline style is ever emitted.
 
 static/js/ansi.js is the same parser for live lines; tests/runs/test_ansi.py checks both agree.
 """
@@ -22,7 +23,9 @@ from django.utils.safestring import SafeString, mark_safe
 _ESCAPE = re.compile(
     r"\x1b\[([0-9;:?<=>]*)[ -/]*([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x1b"
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# C0 controls but tab, DEL, and C1 controls (U+0080-U+009F: 8-bit CSI/OSC/ST introducers a
+# terminal reading the raw log or a copy-paste would still act on).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 # xterm's 16 colours, to pick the nearest for 256-colour and true-colour codes.
 _BASIC_RGB = [

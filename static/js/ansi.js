@@ -10,7 +10,8 @@
 
   // CSI ... final byte | OSC ... (BEL | ST) | other two-byte escapes | stray ESC
   var ESCAPE = /\x1b\[([0-9;:?<=>]*)[ -\/]*([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]|\x1b/g;
-  var CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/g;
+  // C0 (but tab), DEL and C1 (U+0080-U+009F, 8-bit CSI/OSC/ST) controls.
+  var CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
   var BASIC_RGB = [
     [0, 0, 0], [205, 0, 0], [0, 205, 0], [205, 205, 0],
     [0, 0, 238], [205, 0, 205], [0, 205, 205], [229, 229, 229],
