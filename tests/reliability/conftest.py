@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,11 +36,6 @@ from tests.runs.workers import leftover_sandboxes, reap_all, runs_worker
 NO_MODEL_API = "http://127.0.0.1:9"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def owner(db):
     return make_user("chaos-owner")
@@ -62,6 +58,11 @@ def launch(project, user, commands: str, *, queue: str | None = None) -> Run:
         return services.start_run(project=project, user=user, task=commands, overrides={})
     finally:
         app.conf.task_default_queue = previous
+
+
+def results_in(log: str, task: str = "runs.execute") -> list[str]:
+    """The return values Celery logged for ``task`` ("... succeeded in 1.2s: 'not-claimed'")."""
+    return re.findall(rf"Task {re.escape(task)}\[[^\]]+\] succeeded in [\d.]+s: '([^']*)'", log)
 
 
 def wait_for(run_id: int, condition, timeout: float = 60, what: str = "") -> Run:

@@ -27,6 +27,7 @@ from tests.reliability.conftest import (
     chaos_worker,
     kill_process_group,
     launch,
+    results_in,
     sandbox_prefix,
     wait_done,
     wait_for,
@@ -39,11 +40,6 @@ LEASE_SECONDS = 10  # the product's minimum: a dead worker's run is noticed with
 SWEEP_SECONDS = 2  # beat's interval for the sweeper in these tests
 EXPIRY_GRACE = 5  # services.expire_stale_runs waits this long past the lease
 STEADY = 'i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.01; done'
-
-
-def results_in(log: str, task: str = "runs.execute") -> list[str]:
-    """The return values Celery logged for ``task`` ("... succeeded in 1.2s: 'not-claimed'")."""
-    return re.findall(rf"Task {re.escape(task)}\[[^\]]+\] succeeded in [\d.]+s: '([^']*)'", log)
 
 
 def forget_queue(queue: str) -> None:
