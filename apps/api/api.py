@@ -5,7 +5,7 @@ from __future__ import annotations
 from ninja import NinjaAPI, Swagger
 
 from . import errors
-from .endpoints import me, projects, reviews, runs
+from .endpoints import audit, limits, me, projects, reviews, runs, teams
 from .ratelimit import TokenRateThrottle
 
 DESCRIPTION = """\
@@ -34,3 +34,6 @@ api.add_router("", me.router)
 api.add_router("", projects.router)
 api.add_router("", runs.router)
 api.add_router("", reviews.router)
+api.add_router("", teams.router)
+api.add_router("", limits.router)
+api.add_router("", audit.router)

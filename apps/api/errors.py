@@ -2,8 +2,8 @@
 
 ninja's default handlers (``{"detail": ...}``, 422 for validation) are replaced here, and the
 services' own exceptions are translated at this one boundary: Django's ValidationError is a 400
-naming the field, Http404 a 404 that says nothing about whether the object exists, RunError a
-409, PermissionDenied a 403.
+naming the field, Http404 a 404 that says nothing about whether the object exists, RunError and
+TeamStateConflict a 409, PermissionDenied a 403.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ninja.errors import AuthenticationError, HttpError, Throttled
 from ninja.errors import ValidationError as NinjaValidationError
 
 from apps.runs.exceptions import RunError
+from apps.teams.services import TeamStateConflict
 
 from .exceptions import ApiError
 
@@ -155,6 +156,12 @@ def _run_error(request: HttpRequest, exc: RunError) -> HttpResponse:
     return error_response(409, "conflict", str(exc))
 
 
+def _team_state(request: HttpRequest, exc: TeamStateConflict) -> HttpResponse:
+    # A ValidationError for the pages; here an invalid state change (revoked invitation, last
+    # owner) is a 409 like cancelling a finished run.
+    return error_response(409, "conflict", " ".join(exc.messages))
+
+
 def _server_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     log.exception("API error on %s %s", request.method, request.path, exc_info=exc)
     return error_response(500, "server_error", "Internal error; it was logged.")
@@ -171,4 +178,5 @@ def install(api: NinjaAPI) -> None:
     api.add_exception_handler(Http404, _not_found)
     api.add_exception_handler(PermissionDenied, _permission_denied)
     api.add_exception_handler(RunError, _run_error)
+    api.add_exception_handler(TeamStateConflict, _team_state)
     api.add_exception_handler(ApiError, _api_error)

@@ -449,3 +449,216 @@ class CompareOut(Schema):
     b: int
     rows: list[CompareRowOut] = Field(description="The compare page's rows, as it shows them.")
     files: list[CompareFileOut] = Field(description="Files in the workspace at the end.")
+
+
+# -- teams ---------------------------------------------------------------------------------------
+
+TeamRole = Literal["owner", "admin", "member", "viewer"]
+InvitationStatus = Literal["pending", "accepted", "declined", "revoked"]
+
+
+class TeamIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: text(100)
+
+
+class TeamOut(Schema):
+    id: int
+    name: str
+    role: TeamRole = Field(description="Your role in the team.")
+    members: int = Field(description="How many members it has.")
+    created_at: dt.datetime
+
+
+class TeamListOut(Schema):
+    items: list[TeamOut]
+
+
+class MemberOut(Schema):
+    id: int = Field(description="The membership's id (for role changes and removal).")
+    user: str
+    email: str = Field(description="As the team page shows it to every member.")
+    role: TeamRole
+    since: dt.datetime
+    you: bool
+
+
+class MemberListOut(Schema):
+    items: list[MemberOut]
+
+
+class MemberRoleIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    role: TeamRole
+
+
+class InviteIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    who: text(254) = Field(description="A username or an email address of an existing user.")
+    role: TeamRole = "member"
+
+
+class InvitationOut(Schema):
+    id: int
+    team: int
+    team_name: str
+    user: str
+    role: TeamRole
+    status: InvitationStatus
+    invited_by: str | None
+    created_at: dt.datetime
+    responded_at: dt.datetime | None
+
+
+class InvitationListOut(Schema):
+    items: list[InvitationOut]
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+PolicyScope = Literal["instance", "team", "user"]
+# Bounded to what the columns hold; the admin form's own rules (at least 0.1 cores, known
+# providers, image patterns, cents) then decide, with the same messages.
+PositiveInt = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+class LimitPolicyFields(Schema):
+    max_concurrent_runs: PositiveInt | None = None
+    max_memory_mb: PositiveInt | None = None
+    max_cpu_cores: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] | None = None
+    max_disk_mb: PositiveInt | None = None
+    max_timeout_seconds: PositiveInt | None = None
+    allowed_network_modes: list[NetworkMode] | None = Field(
+        None, description="null or [] = inherit."
+    )
+    allowed_images: list[text(255)] | None = Field(
+        None, description="Glob patterns (sandboxweb/*, python:3.*); null or [] = inherit."
+    )
+    allowed_providers: list[text(50)] | None = Field(
+        None, description="docker, e2b; null or [] = inherit."
+    )
+    monthly_token_budget: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
+    monthly_cost_budget_usd: (
+        Annotated[Decimal, Field(ge=0, le=Decimal("9999999999.99"), allow_inf_nan=False)] | None
+    ) = Field(None, description="Dollars, at most two decimals.")
+
+
+class LimitPolicyPatch(LimitPolicyFields):
+    """Only the fields sent change; an explicit null clears one (it then inherits)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitPolicyOut(Schema):
+    id: int | None = Field(description="null: no row yet (every field inherits).")
+    scope: PolicyScope
+    team: int | None
+    team_name: str | None
+    user: str | None
+    max_concurrent_runs: int | None
+    max_memory_mb: int | None
+    max_cpu_cores: float | None
+    max_disk_mb: int | None
+    max_timeout_seconds: int | None
+    allowed_network_modes: list[str] | None
+    allowed_images: list[str] | None
+    allowed_providers: list[str] | None
+    monthly_token_budget: int | None
+    monthly_cost_budget_usd: str | None = Field(description="Dollars as a decimal string.")
+    updated_at: dt.datetime | None
+    updated_by: str | None
+
+
+class CeilingOut(Schema):
+    label: str
+    value: float
+
+
+class LimitsOut(Schema):
+    instance: LimitPolicyOut
+    teams: list[LimitPolicyOut]
+    users: list[LimitPolicyOut]
+    ceiling: list[CeilingOut] = Field(description="The hardware ceiling no row can raise.")
+
+
+class HeadroomOut(Schema):
+    label: str
+    used: str
+    limit: str
+    source: str
+    percent: int | None = Field(description="Of the limit used; null when unlimited.")
+
+
+class AllowedOut(Schema):
+    label: str
+    value: str
+    source: str
+
+
+class DayOut(Schema):
+    day: str
+    value: str
+
+
+class ChartOut(Schema):
+    title: str
+    total: str
+    days: list[DayOut]
+
+
+class UsageReportOut(Schema):
+    title: str
+    kind: Literal["user", "team", "project"]
+    month_runs: int
+    month_minutes: float
+    month_tokens: int
+    month_cost_usd: str
+    active: int
+    daily: list[ChartOut] = Field(description="The last 30 days, as the usage page charts them.")
+    headroom: list[HeadroomOut]
+    allowed: list[AllowedOut]
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+class AuditFiltersIn(Schema):
+    """The audit page's filters (validated by its own form)."""
+
+    action: text(50) | None = None
+    actor: text(150) | None = Field(None, description="Username, any case.")
+    target_type: text(50) | None = Field(None, description="e.g. teams.membership")
+    target_id: text(64) | None = None
+    team: Id | None = None
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+
+
+class AuditQuery(AuditFiltersIn):
+    cursor: text(500) | None = Field(None, description="next_cursor of the previous page.")
+    before: text(500) | None = Field(None, description="prev_cursor of the following page.")
+    limit: Annotated[int, Field(ge=1, le=500)] = 100
+
+
+class AuditEventOut(Schema):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    target: str
+    team: int | None
+    ip: str | None
+    user_agent: str
+    before: Any = None
+    after: Any = None
+
+
+class AuditPageOut(Schema):
+    items: list[AuditEventOut]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page.")
+    prev_cursor: str | None = Field(description="Pass as ?before= for the previous page.")

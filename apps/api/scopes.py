@@ -2,7 +2,8 @@
 
 A scope only ever narrows what the token's owner may do: every request is still authorized by
 the same selectors and services as the UI, as the owner. ``*:write`` implies ``*:read`` of the
-same resource (a CI job that launches a run must be able to follow it).
+same resource (a CI job that launches a run must be able to follow it). The instance-admin
+scopes (limits, audit) can be put on anyone's token, but only ever act for staff owners.
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ SCOPES: dict[str, str] = {
     "runs:write": "Launch, cancel and re-run runs",
     "reviews:read": "Read comments, verdicts, labels, share links and the review queue",
     "reviews:write": "Comment, give verdicts, label, assign reviewers, share runs",
+    "teams:read": "List your teams, their members and invitations",
+    "teams:write": "Create teams, invite, answer invitations, change roles, remove members",
+    "limits:read": "Read usage and headroom; instance admins: every limit",
+    "limits:write": "Instance admins: set the instance, team and user limits",
+    "audit:read": "Instance admins: read and export the audit log",
 }
 READ_IMPLIED_BY = {scope.replace(":read", ":write"): scope for scope in SCOPES if ":read" in scope}
 

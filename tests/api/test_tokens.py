@@ -106,3 +106,16 @@ def test_the_nav_links_to_the_token_page(client, alice):
     client.login(username="alice", password=PASSWORD)
     page = client.get(reverse("home")).content.decode()
     assert f'href="{reverse("tokens:list")}"' in page
+
+
+def test_the_token_page_offers_the_administration_scopes(client, alice):
+    client.login(username="alice", password=PASSWORD)
+    page = client.get(reverse("tokens:list")).content.decode()
+    for scope in ("teams:read", "teams:write", "limits:read", "limits:write", "audit:read"):
+        assert f'value="{scope}"' in page, scope
+    response = client.post(
+        reverse("tokens:list"), {"name": "admin", "scopes": ["teams:write"], "expiry": "7"}
+    )
+    raw = response.context["raw_token"]
+    # teams:write implies teams:read.
+    assert ApiClient(raw).get("/api/v1/teams").status_code == 200
