@@ -49,8 +49,16 @@ def _client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
+def _instance() -> str:
+    # Installations (and test sessions) sharing one Redis must not share counters: token ids
+    # repeat across databases, and one's failed logins must not lock out another's users.
+    from apps.runs.execution import instance_tag
+
+    return instance_tag()
+
+
 def _key(token_id: int, window: int, now: float) -> str:
-    return f"{KEY_PREFIX}:{token_id}:{window}:{int(now // window)}"
+    return f"{KEY_PREFIX}:{_instance()}:{token_id}:{window}:{int(now // window)}"
 
 
 def hit(*, token_id: int, now: float | None = None) -> RateLimit | None:
@@ -112,7 +120,7 @@ def _auth_failure_limits() -> tuple[int, int]:
 
 
 def _auth_failure_key(ip: str, window: int, now: float) -> str:
-    return f"{AUTH_FAILURE_PREFIX}:{ip}:{window}:{int(now // window)}"
+    return f"{AUTH_FAILURE_PREFIX}:{_instance()}:{ip}:{window}:{int(now // window)}"
 
 
 def auth_failures(*, ip: str, now: float | None = None) -> RateLimit | None:
