@@ -257,6 +257,8 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "sandboxweb",
+        # A Redis that does not answer must not hang log-in: the throttle then stands aside.
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     }
 }
 # Failed log-ins: past LOGIN_FAILURE_LIMIT for one username, or LOGIN_IP_FAILURE_LIMIT from one

@@ -150,3 +150,20 @@ def test_without_the_csrf_token_the_form_is_refused_and_nothing_is_counted():
         assert response.status_code == 403
     assert login_throttle.locked(username="csrfless", ip=None) is None
     assert attempt(client, "csrfless", PASSWORD).status_code == 302
+
+
+def test_without_redis_log_in_still_works_unthrottled(settings):
+    """Best effort by design: a Redis outage must not become a log-in outage."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:9/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    make_user("outage")
+    client = browser()
+    fail(client, "outage", 6)
+    response = attempt(client, "outage", PASSWORD)
+    assert response.status_code == 302
+    assert logged_in(client)
