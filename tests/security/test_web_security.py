@@ -169,3 +169,15 @@ def test_no_template_uses_inline_script_style_or_event_handlers():
             if re.search(pattern, text):
                 offenders.append(f"{path.relative_to(REPO_ROOT)}: {pattern}")
     assert offenders == []
+
+
+def test_json_text_cannot_break_out_of_its_element():
+    from django.template import Context, Template
+
+    hostile = {"body": '</div><img src=x onerror=alert(1)>&amp; "quoted"'}
+    html = Template('{% load json_text %}<div id="d" hidden>{{ v|json_text }}</div>').render(
+        Context({"v": hostile})
+    )
+    assert "<img" not in html and "</div><" not in html and "&amp;" not in html
+    inner = html.split(">", 1)[1].rsplit("</div>", 1)[0]
+    assert json.loads(inner) == hostile  # what textContent gives the page's script
