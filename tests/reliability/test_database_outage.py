@@ -23,7 +23,12 @@ from apps.runs import services
 from apps.runs.models import Run, RunEvent
 from tests.conftest import database_url_for
 from tests.projects.factories import make_project, make_user
-from tests.reliability.test_redis_restart import assert_gap_free, numbered_lines, wait_for_run
+from tests.reliability.test_redis_restart import (
+    assert_gap_free,
+    numbered_lines,
+    wait_for_run,
+    wait_until,
+)
 from tests.runs.workers import leftover_sandboxes
 from tests.support.tcp_proxy import TcpProxy
 
@@ -120,6 +125,27 @@ def test_a_short_database_outage_loses_and_duplicates_nothing(worker, proxy):
         f"\ndatabase outage 5 s: run {run.pk} kept {lines} lines; writes waited "
         f"{notices[0]['seconds']} s; run took {time.monotonic() - cut_at:.1f} s after the cut"
     )
+
+
+def test_a_commit_whose_answer_is_lost_is_not_written_twice(worker, proxy):
+    """The connection dies after the server committed a batch but before the worker heard so:
+    the retry finds the batch stored and does not write it again."""
+    user = make_user()
+    project = make_project(user)
+    lines = 80
+    run = launch(project, user, f"for i in $(seq 1 {lines}); do echo line $i; sleep 0.1; done")
+    wait_for_run(run.pk, lambda r: r.log_lines >= 10, 90, "10 lines recorded")
+    # Mid-run the only transactions are the recorder's batches (the lease renewal autocommits).
+    proxy.drop_reply_to_next(b"COMMIT")
+    wait_until(lambda: proxy.trapped, 30, "a COMMIT to be trapped")
+    run = wait_for_run(run.pk, lambda r: r.is_terminal, 90, "finished")
+
+    assert (run.status, run.end_reason) == (S.SUCCEEDED, "completed"), run.error_message
+    assert numbered_lines(run) == [f"line {i}" for i in range(1, lines + 1)]
+    assert run.log_lines == lines
+    kinds = [event.type for event in assert_gap_free(run)]
+    assert kinds.count("run_finished") == 1 and kinds.count("command_finished") == 1
+    assert "the failed write was committed after all" in worker.log()
 
 
 def test_an_outage_past_the_retry_budget_ends_the_run_with_a_typed_reason(worker, proxy):

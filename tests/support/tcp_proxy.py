@@ -13,6 +13,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 
 
 class TcpProxy:
@@ -23,6 +24,9 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self.connections = 0  # accepted since start, for the tests' reports
+        self._trap: bytes | None = None
+        self._muted: set[socket.socket] = set()
+        self.trapped = 0  # connections dropped by the trap
 
     # -- control ------------------------------------------------------------------------------
 
@@ -48,6 +52,13 @@ class TcpProxy:
             listener.close()
         for sock in sockets:
             _reset(sock)
+
+    def drop_reply_to_next(self, marker: bytes) -> None:
+        """The next client message containing ``marker`` reaches the server, but its answer
+        never comes back: the connection is reset instead. With ``b"COMMIT"`` the transaction
+        is committed while the client sees an error (the ambiguous commit)."""
+        with self._lock:
+            self._trap = marker
 
     def restore(self) -> None:
         self.start()
@@ -82,16 +93,34 @@ class TcpProxy:
                     continue
                 self._sockets.update({client, upstream})
                 self.connections += 1
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, to_server in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, to_server), daemon=True
+                ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, to_server: bool) -> None:
         try:
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
+                if not to_server and sink in self._muted:
+                    continue  # the trapped answer: swallowed
+                sprung = False
+                if to_server and self._trap is not None:
+                    with self._lock:
+                        if self._trap is not None and self._trap in data:
+                            self._trap = None
+                            self._muted.add(source)
+                            sprung = True
                 sink.sendall(data)
+                if sprung:
+                    time.sleep(0.3)  # the server acts on it; its answer is swallowed
+                    with self._lock:
+                        self.trapped += 1
+                    _reset(source)
+                    _reset(sink)
+                    break
         except OSError:
             pass
         finally:
