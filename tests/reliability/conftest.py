@@ -36,6 +36,17 @@ from tests.runs.workers import leftover_sandboxes, reap_all, runs_worker
 NO_MODEL_API = "http://127.0.0.1:9"
 
 
+@pytest.fixture(autouse=True)
+def keep_the_default_queue():
+    """Workers these tests start (session ones included) must not become the queue that later
+    tests' launches go to: every launch here names its queue."""
+    from sandboxweb.celery import app
+
+    previous = app.conf.task_default_queue
+    yield
+    app.conf.task_default_queue = previous
+
+
 @pytest.fixture
 def owner(db):
     return make_user("chaos-owner")

@@ -251,7 +251,7 @@ def test_the_run_page_shows_every_line_once_across_three_dropped_sockets(
     log_in(page, live_url, user.username)
     sockets: list = []
     page.on("websocket", lambda ws: sockets.append(ws) if "/ws/runs/" in ws.url else None)
-    run = launch(project, user, printer(lines_total, 10, 1.0), queue=e2e_worker.queue)
+    run = launch(project, user, printer(lines_total, 20, 1.0), queue=e2e_worker.queue)
     page.goto(f"{live_url}/runs/{run.pk}/")
 
     def shown() -> int:
@@ -277,9 +277,9 @@ def test_the_run_page_shows_every_line_once_across_three_dropped_sockets(
         )
         assert closed, "the run ended before the drop: make it print for longer"
 
-    wait_shown(500)
+    wait_shown(300)
     drop_live_socket()  # drop 1: the socket closes under the page
-    wait_shown(1_500)
+    wait_shown(1_200)
     errors_before_offline = len(page.js_errors)
     page.context.set_offline(True)  # drop 2: closed while offline; retries fail for a while
     drop_live_socket()
@@ -288,7 +288,7 @@ def test_the_run_page_shows_every_line_once_across_three_dropped_sockets(
     wait_shown(shown() + 1)  # back online and streaming again
     offline_errors = page.js_errors[errors_before_offline:]
     del page.js_errors[errors_before_offline:]
-    wait_shown(3_000)
+    wait_shown(2_500)
     drop_live_socket()  # drop 3
     run = wait_done(run.pk)
     page.wait_for_function(

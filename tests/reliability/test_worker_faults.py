@@ -39,6 +39,7 @@ S = Run.Status
 LEASE_SECONDS = 10  # the product's minimum: a dead worker's run is noticed within ~15 s
 SWEEP_SECONDS = 2  # beat's interval for the sweeper in these tests
 EXPIRY_GRACE = 5  # services.expire_stale_runs waits this long past the lease
+REMOVAL_ALLOWANCE = 15  # docker stop's grace (PID 1 ignores SIGTERM) on a busy engine
 STEADY = 'i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.01; done'
 
 
@@ -104,8 +105,15 @@ def test_a_worker_killed_mid_run_crashes_the_run_keeps_its_log_and_loses_its_san
     # Noticed by the lease, not by luck: within lease + grace + one sweep (+ slack for the
     # beat's first tick and a loaded machine).
     assert crashed_after <= LEASE_SECONDS + EXPIRY_GRACE + SWEEP_SECONDS + 10, crashed_after
-    # The sweep that ends the run also reaps its sandbox: gone within one sweep interval.
-    assert gone_after - crashed_after <= SWEEP_SECONDS + 2, (crashed_after, gone_after)
+    # The sweep that ends the run also reaps its sandbox (the removal itself takes the engine's
+    # stop grace, 5 s, and more on a loaded host: hence the allowance).
+    assert re.search(
+        rf"{sweep_report}[^\n]*'reaped': \[[^\]]*'{sandbox_prefix(run)}1'", sweeper_log
+    )
+    assert gone_after - crashed_after <= SWEEP_SECONDS + REMOVAL_ALLOWANCE, (
+        crashed_after,
+        gone_after,
+    )
     assert watch.volumes and volumes_left == []
     assert watch.max_live == 1 and watch.names == {f"{sandbox_prefix(run)}1"}
     assert re.search(sweep_report, sweeper_log), sweeper_log[-3000:]
