@@ -120,6 +120,7 @@ def check_container_attrs(
 _PROBE = r"""
 grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status
 echo "uid: $(id -u)"
+echo "init uid: $(stat -c %u /proc/1)"
 if touch /etc/.sbx-probe 2>/dev/null; then echo "rootfs: writable"; else echo "rootfs: ro"; fi
 awk '$2 == "/" || $2 == "/tmp" { print "mount: " $2 " " $3 " " $4 }' /proc/mounts
 for f in /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max; do
@@ -154,6 +155,9 @@ def check_from_inside(sandbox: DockerSandbox) -> list[str]:
     uid = facts.get("uid", "")
     if not uid.isdigit() or int(uid) == 0:
         problems.append(f"processes run as uid {uid!r}, expected non-root")
+    init_uid = facts.get("init uid", "")
+    if not init_uid.isdigit() or init_uid in ("0", uid):
+        problems.append(f"init (PID 1) runs as uid {init_uid!r}: commands could ptrace or kill it")
     if facts.get("rootfs") != "ro":
         problems.append("the root filesystem is writable from inside")
     root = mounts.get("/")

@@ -89,6 +89,10 @@ KILL_GRACE_SECONDS = 5.0
 FILE_OP_TIMEOUT = 600.0
 MAX_LIST_ENTRIES = 100_000
 DEFAULT_MAX_READ_BYTES = 1024 * 1024 * 1024
+# PID 1 (init) and the container's `sleep` run as this uid, every command as options.user: a
+# command may then neither ptrace nor signal init (same uid would allow both without any
+# capability: an agent could take over the sandbox's reaper or end the sandbox with `kill 1`).
+INIT_USER = "65534:65534"
 # Extra life the container's own `sleep` gives beyond the deadline: the reaper is the primary
 # enforcer; the sleep is the backstop that ends the container even if every worker died.
 BACKSTOP_GRACE_SECONDS = 60
@@ -159,6 +163,14 @@ _KILL_SCRIPT = KILL_SCRIPT
 
 
 _first_line = first_line
+
+# Opt-in (see DockerSandbox._verify_conformance): the security suite's workers turn it on, and
+# so can a production deployment that prefers a refused run to an unconfined one.
+VERIFY_CONFORMANCE_VAR = "SANDBOX_VERIFY_CONFORMANCE"
+
+
+def verify_conformance_enabled() -> bool:
+    return os.environ.get(VERIFY_CONFORMANCE_VAR, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @contextlib.contextmanager
@@ -323,6 +335,22 @@ class DockerSandbox(Sandbox):
                 except SandboxError:
                     self.destroy()
                     raise
+            if verify_conformance_enabled():
+                self._verify_conformance()
+
+    def _verify_conformance(self) -> None:
+        """Fail closed: prove the hardening from inside before any command runs, and destroy
+        a sandbox that is not confined (a flag silently ignored by an engine, a refactor that
+        dropped one). Costs one short exec per sandbox, so it is opt-in."""
+        from .conformance import ConformanceError, check_sandbox
+
+        problems = check_sandbox(self)
+        if problems:
+            log.error("sandbox %s failed the conformance check: %s", self.id, problems)
+            self.end_reason, self.end_message = EndReason.CRASHED, "not hardened"
+            self.destroy()
+            raise ConformanceError(self.id, problems)
+        log.info("sandbox %s passed the conformance check", self.id)
 
     def stop(self) -> None:
         with self._lock:
@@ -519,7 +547,14 @@ class DockerSandbox(Sandbox):
         view = self._host_view()
         if view is not None:
             try:
-                return view.kill_tagged(marker, prefix=token is None)
+                # A fork bomb at its pids limit forks (and fails) nonstop under its CPU quota,
+                # holding its memory map locks: each /proc/<pid>/environ read then waits for a
+                # throttled holder (measured: 20 reads took 69 s). Frozen, one pass over all of
+                # them takes milliseconds; the SIGKILLs land when they thaw, and the second
+                # pass catches anything that got away.
+                with view.frozen():
+                    killed = view.kill_tagged(marker, prefix=token is None, rounds=1)
+                return killed + view.kill_tagged(marker, prefix=token is None)
             except OSError:
                 pass
         try:
@@ -1072,7 +1107,7 @@ class DockerProvider(SandboxProvider):
                     image,
                     command=["sleep", str(lifetime)],
                     name=sandbox_id,
-                    user=options.user,
+                    user=INIT_USER,
                     working_dir=config.workdir,
                     labels=labels,
                     host_config=host_config,
