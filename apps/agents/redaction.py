@@ -2,7 +2,8 @@
 
 Values shorter than :data:`MIN_SECRET_LENGTH` are not redacted (replacing every "1" or "yes" in a
 log would destroy it and protect nothing). Besides the plain value, its base64 and URL-safe
-base64 forms are redacted, which is how secrets most often reappear in output.
+base64 forms are redacted, which is how secrets most often reappear in output, also when the
+value sits inside a longer encoded text (:func:`base64_cores`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,28 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 MIN_SECRET_LENGTH = 4
+# A base64 core shorter than this is not redacted on its own (too likely to occur by chance).
+MIN_CORE_LENGTH = 8
+
+
+def base64_cores(encoded: bytes) -> list[str]:
+    """The base64 characters that encode only ``encoded``'s bits, for each of the three byte
+    alignments it can have inside a longer encoded stream, in both alphabets.
+
+    ``echo "$TOKEN" | base64`` appends a newline, ``printf 'key=%s' "$TOKEN" | base64`` shifts
+    the token: the plain ``b64encode(value)`` is then absent, but one of these cores is there
+    (the one or two characters shared with the neighbouring bytes stay).
+    """
+    cores = []
+    for offset in range(3):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            text = encode(b"\0" * offset + encoded + b"\0\0").decode()
+            start = -(-8 * offset // 6)  # the first character whose 6 bits are all the value's
+            end = 8 * (offset + len(encoded)) // 6
+            if end - start >= MIN_CORE_LENGTH:
+                cores.append(text[start:end])
+    return cores
+
 
 T = TypeVar("T")
 
@@ -30,6 +53,7 @@ class Redactor:
                 value,
                 base64.b64encode(encoded).decode().rstrip("="),
                 base64.urlsafe_b64encode(encoded).decode().rstrip("="),
+                *base64_cores(encoded),
             ):
                 replacements.setdefault(form, marker)
         self._replacements = replacements

@@ -279,6 +279,16 @@
       if (d.limit_hit) text += " — stopped at the " + d.limit_hit + " limit";
       if (d.skipped && d.skipped.length) text += "; skipped " + d.skipped.length;
       notice(ev, "⇩", text);
+      // Files the capture refused (apps/agents/capture.py REFUSED_PATTERNS), named one by one:
+      // an agent writing git hooks or shell/editor start-up files is worth a reviewer's look.
+      var refused = (d.skipped || []).filter(function (s) { return /^refused:/.test(s.reason); });
+      if (refused.length) {
+        var item = row("tl-note-row tone-bad", ev.ts, "⚠");
+        item.setAttribute("data-testid", "capture-refused");
+        item.appendChild(el("span", "tl-note", "Not captured, could run code where the files " +
+          "are used: " + refused.map(function (s) { return s.path; }).join(", ")));
+        append(item);
+      }
     }
 
     var handlers = {

