@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -73,6 +74,26 @@ def py(code: str) -> str:
     """One run command (commands are one per line) that runs the Python program ``code``."""
     encoded = base64.b64encode(code.encode()).decode()
     return f"python3 -c \"exec(__import__('base64').b64decode('{encoded}'))\""
+
+
+def parse_facts(lines: list[str]) -> dict:
+    """``fact <name> <json>`` lines of a probe run; a fact the log split over two lines (it
+    keeps whole lines, but tolerate it) is joined back."""
+    facts: dict = {}
+    joined: list[str] = []
+    for line in lines:
+        if line.startswith("fact ") or not joined:
+            joined.append(line)
+        elif line != "probe done":
+            joined[-1] += line
+    for line in joined:
+        if line.startswith("fact "):
+            _, name, value = line.split(" ", 2)
+            try:
+                facts[name] = json.loads(value)
+            except ValueError as exc:
+                raise AssertionError(f"unreadable fact line: {line[:500]!r}") from exc
+    return facts
 
 
 def wait_done(run_ids: list[int], timeout: float) -> dict[int, Run]:
