@@ -6,7 +6,8 @@ every line it printed stored once, in order, under gap-free seqs; WebSocket foll
 the same stream to the end; no sandbox may outlive its run; and the run and history pages must
 stay responsive: p95 during the load within RATIO x the p95 of the same pages with nothing
 running, measured minutes earlier in the same test (a ratio, so a slow CI host is not a failure;
-measured ratios are 2-3.5x on a 2-core host also running other suites, see docs/benchmarks.md).
+measured p95 ratios were 1.8-5.9x on a 2-core host also running other suites; see
+docs/benchmarks.md "Load").
 """
 
 from __future__ import annotations
