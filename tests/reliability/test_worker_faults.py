@@ -86,8 +86,10 @@ def test_a_worker_killed_mid_run_crashes_the_run_keeps_its_log_and_loses_its_san
 
                 run = wait_done(run.pk, timeout=LEASE_SECONDS + EXPIRY_GRACE + 30)
                 crashed_after = time.monotonic() - killed
-                while watch.containers() and time.monotonic() - killed < crashed_after + 30:
-                    time.sleep(0.1)
+                while (watch.containers() or watch.existing_volumes()) and (
+                    time.monotonic() - killed < crashed_after + 30
+                ):
+                    time.sleep(0.1)  # the volume goes right after the container
                 gone_after = time.monotonic() - killed
                 assert watch.containers() == []
                 volumes_left = watch.existing_volumes()
