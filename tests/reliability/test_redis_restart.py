@@ -34,6 +34,8 @@ from tests.conftest import REPO_ROOT, child_environment
 from tests.projects.factories import make_project, make_user
 from tests.runs.workers import leftover_sandboxes, reap_all
 
+STARTUP_SECONDS = 150  # for a child process to come up
+
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.docker,
@@ -134,7 +136,8 @@ def start_celery_worker(
             raise RuntimeError(f"celery worker exited early:\n{worker.log()[-4000:]}")
         return " ready." in worker.log()
 
-    wait_until(ready, 60, "the celery worker to be ready", interval=0.2)
+    # Generous: on a loaded two-core machine imports alone can take a minute.
+    wait_until(ready, STARTUP_SECONDS, "the celery worker to be ready", interval=0.2)
     return worker
 
 
@@ -149,10 +152,10 @@ def start_daphne(log_dir: Path, env: dict[str, str]) -> Service:
         if daphne.process.poll() is not None:
             raise RuntimeError(f"daphne exited: {daphne.log()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(daphne.extra["url"] + "/login/", timeout=2).status_code == 200
+            return httpx.get(daphne.extra["url"] + "/login/", timeout=10).status_code == 200
         return False
 
-    wait_until(answers, 60, "daphne to answer", interval=0.3)
+    wait_until(answers, STARTUP_SECONDS, "daphne to answer", interval=0.3)
     return daphne
 
 
