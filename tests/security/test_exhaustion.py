@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -125,27 +124,27 @@ while True:
 
 
 def test_fork_thread_and_zombie_bombs_are_capped_by_the_pids_limit(attacks):
-    # The classic bomb; its first shell then stays for 5 s (a builtin loop: it cannot fork).
+    # The classic bomb; its first shell then stays for 10 s (a builtin loop: it cannot fork).
     shell_bomb = attacks.launch(
-        "echo arming\nbash -c ':(){ :|:& };:; SECONDS=0; while ((SECONDS < 5)); do :; done'",
-        timeout_seconds=15,
+        "echo arming\nbash -c ':(){ :|:& };:; SECONDS=0; while ((SECONDS < 10)); do :; done'",
+        timeout_seconds=20,
     )
-    py_bomb = attacks.launch(f"echo arming\n{py(PY_FORK_BOMB)}", timeout_seconds=15)
+    py_bomb = attacks.launch(f"echo arming\n{py(PY_FORK_BOMB)}", timeout_seconds=20)
     threads = attacks.launch(f"{py(THREAD_BOMB)}\necho after-threads")
     # (A second between rounds: init reaps 200 orphans at the sandbox's CPU quota.)
     zombies = attacks.launch("\n".join([py(ZOMBIES), "sleep 1"] * 3 + [py(COUNT_ZOMBIES)]))
 
-    shell_bomb = wait_for_line(shell_bomb, "arming")
-    py_bomb = wait_for_line(py_bomb, "arming")
-    client = docker.from_env()
-    container_ids = [client.containers.get(r.sandbox_id).id for r in (shell_bomb, py_bomb)]
-    client.close()
-    # Both bombs are held at the pids limit (the kernel's count for the container), and the host
-    # itself can still start processes meanwhile.
-    with ThreadPoolExecutor(2) as pool:
-        peaks = list(pool.map(lambda c: peak_pids(c, seconds=6), container_ids))
-    states = [(r.status, text_of(r, 3)) for r in Run.objects.filter(pk__in=attacks.launched)]
-    assert all(200 <= peak <= 256 for peak in peaks), (peaks, states)
+    # Each bomb grows to the pids limit and no further (the kernel's count for the container;
+    # on a loaded host it may take seconds to get there), and the host can still start
+    # processes meanwhile.
+    container_ids, peaks = [], []
+    for run in (shell_bomb, py_bomb):
+        run = wait_for_line(run, "arming")
+        client = docker.from_env()
+        container_ids.append(client.containers.get(run.sandbox_id).id)
+        client.close()
+        peaks.append(peak_pids(container_ids[-1], seconds=8))
+    assert all(128 <= peak <= 256 for peak in peaks), peaks
     assert subprocess.run(["true"], check=False, timeout=10).returncode == 0
 
     shell_bomb, py_bomb, threads, zombies = attacks.wait(shell_bomb, py_bomb, threads, zombies)
@@ -154,7 +153,7 @@ def test_fork_thread_and_zombie_bombs_are_capped_by_the_pids_limit(attacks):
     assert (py_bomb.status, py_bomb.end_reason) == (S.TIMED_OUT, "timeout")
     # (Its "fork refused" line may not come out: 256 processes share its half core.)
     assert text_of(py_bomb)[0] == "arming"
-    # The shell bomb's first shell returns after 5 s and leaves its children behind; however
+    # The shell bomb's first shell returns after 10 s and leaves its children behind; however
     # the run then ends, it ends by itself within its deadline, and none of them outlive it.
     assert shell_bomb.is_terminal and text_of(shell_bomb)[0] == "arming"
     assert (shell_bomb.finished_at - shell_bomb.started_at).total_seconds() < 30
