@@ -88,6 +88,20 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # A file, not :memory:, so Celery worker processes started by the tests see the test data.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+else:
+    # A silent network partition (no reset ever arrives) must not block a worker's event writes
+    # forever: give up connecting after 10 s, probe idle connections, and drop one whose sent data
+    # goes unacknowledged for 30 s. The recorder's retries take it from there. Options set in
+    # DATABASE_URL's query string win.
+    for option, value in {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    }.items():
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault(option, value)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.get_url(
