@@ -31,6 +31,8 @@ class Action:
     SHARE_CREATE = "share.create"
     SHARE_REVOKE = "share.revoke"
     PROJECT_TEAM = "project.team_change"
+    SECRET_ROTATE_KEYS = "secret.rotate_keys"  # noqa: S105 - an action name
+    LOGIN_LOCKOUT = "auth.lockout"
 
     ALL = (
         LIMIT_CHANGE,
@@ -49,6 +51,8 @@ class Action:
         SHARE_CREATE,
         SHARE_REVOKE,
         PROJECT_TEAM,
+        SECRET_ROTATE_KEYS,
+        LOGIN_LOCKOUT,
     )
 
 

@@ -34,11 +34,11 @@ from django.db import transaction
 from django.http import HttpRequest
 
 from apps.audit.context import client_ip
-from apps.audit.services import record
+from apps.audit.services import Action, record
 
 log = logging.getLogger(__name__)
 
-ACTION_LOCKOUT = "auth.lockout"
+ACTION_LOCKOUT = Action.LOGIN_LOCKOUT
 
 
 def now() -> float:

@@ -3,10 +3,10 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from apps.audit.services import record
+from apps.audit.services import Action, record
 from apps.projects import crypto
 
-ACTION = "secret.rotate_keys"
+ACTION = Action.SECRET_ROTATE_KEYS
 
 
 class Command(BaseCommand):
