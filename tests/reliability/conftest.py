@@ -142,8 +142,10 @@ def worker_pair(
     log_dir = tmp_path_factory.mktemp("chaos-workers")
     with (
         django_db_blocker.unblock(),
-        chaos_worker(log_dir, name="a", owner=owner) as a,
-        chaos_worker(log_dir, name="b", owner=owner) as b,
+        # One pool process each: every test here gives a worker one run at a time, and a
+        # smaller pool starts faster on a busy machine.
+        chaos_worker(log_dir, name="a", owner=owner, concurrency=1) as a,
+        chaos_worker(log_dir, name="b", owner=owner, concurrency=1) as b,
     ):
         yield a, b
     assert_no_sandboxes_left(owner)
