@@ -230,7 +230,9 @@ def server_url(cli_worker, django_db_blocker, tmp_path_factory) -> Iterator[str]
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        # Generous: on a loaded 2-core CI host starting Django and building the schema has
+        # taken 30 s; this bounds a hang, it does not measure anything.
+        deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"daphne exited:\n{log_path.read_text()[-3000:]}")
