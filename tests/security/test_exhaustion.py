@@ -170,7 +170,9 @@ def test_fork_thread_and_zombie_bombs_are_capped_by_the_pids_limit(attacks):
     assert [line.split(",")[0] for line in lines[:3]] == ["forked 200"] * 3
     assert int(lines[0].split(", ")[1].split()[0]) >= 150, "the parent held its zombies"
     after = re.match(r"after: (\d+) zombies, (\d+) processes", lines[3])
-    assert after and int(after.group(1)) == 0 and int(after.group(2)) < 10, lines[3]
+    # The 600 are gone (round 3 could fork at all only because init reaped rounds 1-2); at
+    # most a process of the run itself that exited a moment ago is still being reaped.
+    assert after and int(after.group(1)) <= 2 and int(after.group(2)) < 10, lines[3]
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -322,7 +324,8 @@ def test_a_cpu_burner_does_not_starve_its_neighbour(attacks):
     ratio = median(during) / median(before)
     # Unloaded, the neighbour keeps its core (ratio ~1). When other work on this host squeezes
     # all containers, each still gets an equal share however many processes it runs (ratio
-    # >= ~0.5); a starved neighbour (a burner with more weight or no quota) falls far below.
+    # >= ~0.5); a neighbour starved by the burner (more CPU weight, a lost quota on a busy
+    # host) falls far below.
     assert ratio > 0.4, f"the neighbour ran at {ratio:.2f} of its rate before the burn"
 
 
