@@ -17,10 +17,8 @@ import pytest
 from apps.runs import services
 from apps.runs.models import Artifact, Run
 from tests.api.conftest import make_token
-from tests.e2e.conftest import (  # noqa: F401 - fixtures: daphne + worker + Chromium
-    anthropic_server,
+from tests.e2e.conftest import (  # noqa: F401 - fixtures: daphne + Chromium
     browser,
-    e2e_worker,
     live_url,
     page,
 )
@@ -29,6 +27,14 @@ from tests.projects.factories import make_project, make_user
 from tests.security.conftest import wait_done
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def e2e_worker(attack_worker):
+    """live_url's worker is the attack suite's (tests/security/conftest.py): one worker process
+    for the whole suite instead of one more per module on a loaded host."""
+    return attack_worker
+
 
 PAYLOAD = "<script>window.__pwned=1;alert(document.domain)</script>"
 FILES = {

@@ -108,10 +108,10 @@ def server_secrets() -> dict[str, str]:
     values["REDIS_URL"] = settings.REDIS_URL
     from django.db import connection
 
-    password = connection.settings_dict.get("PASSWORD")
-    if password:
-        values["DATABASE_PASSWORD"] = password
-    values["DATABASE_NAME"] = str(connection.settings_dict["NAME"])
+    from tests.conftest import database_url_for
+
+    # The whole URL (its password alone may be a common word such as the app's name).
+    values["DATABASE_URL"] = database_url_for(connection.settings_dict)
     return values
 
 

@@ -25,10 +25,8 @@ from apps.reviews import services as review_services
 from apps.runs import services
 from apps.runs.models import Run
 from tests.api.conftest import make_token
-from tests.e2e.conftest import (  # noqa: F401 - fixtures: daphne + worker + Chromium
-    anthropic_server,
+from tests.e2e.conftest import (  # noqa: F401 - fixtures: daphne + Chromium
     browser,
-    e2e_worker,
     live_url,
     page,
 )
@@ -36,6 +34,14 @@ from tests.e2e.test_run_page import log_in
 from tests.projects.factories import make_project, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def e2e_worker(attack_worker):
+    """live_url's worker is the attack suite's (tests/security/conftest.py): one worker process
+    for the whole suite instead of one more per module on a loaded host."""
+    return attack_worker
+
 
 # Injected requests all aim here; none may ever be made.
 TRAPS = ("/logout/", "example.invalid", "/x", "pwned")
