@@ -38,9 +38,14 @@ def create_team(*, user: AbstractBaseUser, name: str) -> Team:
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": ["Give the team a name."]})
+    taken = ValidationError({"name": [f"A team called {name} already exists."]})
     if Team.objects.filter(name__iexact=name).exists():
-        raise ValidationError({"name": [f"A team called {name} already exists."]})
-    team = Team.objects.create(name=name[:100], created_by=user)
+        raise taken
+    try:
+        with transaction.atomic():  # a concurrent create of the same name loses here, not in a 500
+            team = Team.objects.create(name=name[:100], created_by=user)
+    except IntegrityError:
+        raise taken from None
     Membership.objects.create(team=team, user=user, role=Role.OWNER)
     record(
         actor=user,

@@ -216,3 +216,20 @@ def test_viewers_do_not_see_launch_and_cancel_buttons(world, client, monkeypatch
     login(client, world.member)
     page = client.get(reverse("runs:detail", args=[run.pk])).content.decode()
     assert 'data-testid="cancel"' in page and "Re-run" in page
+
+
+def test_two_people_creating_the_same_team_name_at_once_get_a_form_error_not_a_500(
+    world, monkeypatch
+):
+    """The name check and the insert race: the loser's insert hits the unique constraint.
+    Forcing the check to miss reproduces the loser's view of the race deterministically."""
+    from django.db.models import QuerySet
+
+    from apps.teams.models import Team
+
+    monkeypatch.setattr(QuerySet, "exists", lambda self: False)
+    with pytest.raises(ValidationError) as raised:
+        services.create_team(user=world.member, name="alpha")
+    assert raised.value.message_dict == {"name": ["A team called alpha already exists."]}
+    assert Team.objects.filter(name__iexact="alpha").count() == 1
+    assert not world.member.team_memberships.exclude(team=world.team).exists()
