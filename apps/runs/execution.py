@@ -269,6 +269,12 @@ class RunExecution:
                     manager=self.manager,
                     client=model_client() if self.run.kind == Run.Kind.AGENT else None,
                 )
+                if not connection.in_atomic_block:
+                    # While the sandbox runs this thread does no database work (events go
+                    # through the recorder's thread, state polling through the watcher's), so
+                    # it gives its connection back: two per running run instead of three, which
+                    # is what lets 30 runs fit a default PostgreSQL (max_connections=100).
+                    connection.close()
                 try:
                     result = executor.execute(
                         self.run.task, run_config, on_event=self.sink, cancel=self.cancel

@@ -37,9 +37,10 @@ RUNS = 30
 RATIO = 10.0
 # 30 s each, 4 lines a second and a 1,000-line burst every 10 s: 3,120 lines a run.
 SHAPE = Shape(seconds=30, lines_per_tick=4, burst_every=10, burst_lines=1000)
-# A run holds three database connections while it runs (its task, recorder and watcher
-# threads); PostgreSQL refuses connections past max_connections.
-CONNECTIONS_PER_RUN = 3
+# A run holds two database connections while it runs (its recorder's and its watcher's
+# threads; the task thread gives its own back); PostgreSQL refuses connections past
+# max_connections.
+CONNECTIONS_PER_RUN = 2
 
 pytestmark = [pytest.mark.docker, pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(480)]
 
@@ -64,9 +65,9 @@ def test_thirty_simultaneous_runs_all_finish_gap_free_and_pages_stay_responsive(
 ):
     runs = runs_the_database_can_hold()
     print(f"\nload: {runs} simultaneous runs ({connection.vendor})")
-    # Fewer than asked only where PostgreSQL's max_connections cannot hold 30 runs (docs/
-    # benchmarks.md "Load" sizes it); far fewer would no longer be a load test.
-    assert runs >= 20, f"the database has room for {runs} runs only; raise max_connections"
+    # A default PostgreSQL (max_connections=100, as in CI) holds 30; a smaller one is a setup
+    # problem to fix (docs/benchmarks.md "Load" sizes it), not a reason to test less.
+    assert runs == RUNS, f"the database has room for {runs} runs only; raise max_connections"
     tag = uuid.uuid4().hex[:8]
     queue, owner = f"test-load-{tag}", f"pytest-load-{tag}"
     previous_queue = app.conf.task_default_queue
