@@ -207,6 +207,10 @@ class RunRecorder:
         self._items: list[NewEvent | _LogBatch] = []
         self._pending_bytes = 0
         self._partial: dict[str, tuple[str, float, dict]] = {}
+        # Streams whose unfinished line was shown early (PARTIAL_LINE_AFTER) and whose newline
+        # has not come yet, with the source it came from: that newline ends the shown line
+        # instead of adding an empty one.
+        self._released: dict[str, dict] = {}
         self._next_line = run.log_lines + 1
         self.truncated = run.log_dropped_bytes > 0
         self.totals: dict[str, Any] = {
@@ -330,6 +334,11 @@ class RunRecorder:
             self._wait_for_room()
             was_empty = not self._items
             pending = self._partial.pop(stream, None)
+            released_from = self._released.pop(stream, None)
+            if released_from == source and pending is None and text.startswith("\n"):
+                text = text[1:]
+                if not text:
+                    return
             since = ts
             if pending is not None:
                 if pending[2] != source:  # another command/tool started: the old line is done
@@ -463,6 +472,7 @@ class RunRecorder:
         pending = self._partial.pop(stream, None)
         if pending is not None:
             self._add_lines(stream, pending[2], [pending[0]], pending[1])
+            self._released[stream] = pending[2]
 
     def _over_hard_limit(self) -> bool:
         if self.hard_limit_bytes is None or self._limit_fired:

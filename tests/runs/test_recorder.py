@@ -66,6 +66,27 @@ def test_a_line_without_newline_is_kept_at_close_and_long_lines_are_split(run):
     assert [len(t) for t in texts(run)] == [MAX_LINE_CHARS, MAX_LINE_CHARS, 5 + len("Password: ")]
 
 
+@pytest.mark.django_db(transaction=True)  # the flusher thread writes on its own connection
+def test_a_line_shown_early_is_ended_by_its_late_newline_not_followed_by_an_empty_one(
+    run, monkeypatch
+):
+    """Programs that write a line and its newline separately (print(..., end="") then
+    print()) on a starved host: the line is shown after PARTIAL_LINE_AFTER, and the newline
+    that follows must end it rather than store an empty line after it."""
+    monkeypatch.setattr("apps.runs.recorder.PARTIAL_LINE_AFTER", 0.05)
+    recorder = recorder_for(run)
+    recorder.start()
+    recorder.record(ev.LogOutput(stream="stdout", text="fact gateway null"))
+    deadline = time.monotonic() + 10
+    while not texts(run) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert texts(run) == ["fact gateway null"]  # shown before its newline came
+    recorder.record(ev.LogOutput(stream="stdout", text="\n"))
+    recorder.record(ev.LogOutput(stream="stdout", text="fact address []\n\n"))
+    recorder.close()
+    assert texts(run) == ["fact gateway null", "fact address []", ""]
+
+
 def test_a_new_command_ends_the_previous_commands_unfinished_line(run):
     recorder = recorder_for(run)
     recorder.record(ev.LogOutput(stream="stdout", text="no newline", command_index=0))
