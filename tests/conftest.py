@@ -122,7 +122,7 @@ def start_worker(
         start_new_session=True,
     )
     worker = WorkerProcess(queue=queue, hostname=hostname, process=process, log_path=log_path)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # an upper bound on a hang; a busy 2-core host needs >60 s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"celery worker exited early:\n{worker.log()[-4000:]}")

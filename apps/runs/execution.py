@@ -554,12 +554,16 @@ class Watcher:
         execution = self.execution
         run_id = execution.run.pk
         last_renew = 0.0
+        # Renew well before expiry: a claim takes over a lease the moment it passes, so renewing
+        # only every lease length would leave a gap for a redelivered message to start a second
+        # attempt of a live run.
+        renew_every = min(LEASE_RENEW_EVERY, settings.RUN_LEASE_SECONDS / 3)
         cancel_seen_at: float | None = None
         try:
             while not self._stop.wait(WATCH_INTERVAL):
                 now = time.monotonic()
                 try:
-                    if now - last_renew >= LEASE_RENEW_EVERY:
+                    if now - last_renew >= renew_every:
                         status = renew_lease(run_id=run_id, lease_owner=execution.lease_owner)
                         last_renew = now
                         if status is None:
