@@ -63,7 +63,7 @@ def audit_page(
     """One page of the log, newest first, by keyset on (at, id) like the run history: a cursor
     stays valid while new entries arrive. ``after``/``before`` are cursors from
     :func:`decode_audit_cursor`-compatible pages; an invalid one raises ValueError."""
-    from apps.runs.selectors import encode_cursor
+    from apps.runs.selectors import keyset_page
 
     events = list_audit_events(filters=filters)
     cursor = decode_audit_cursor(before or after) if (before or after) else None
@@ -74,18 +74,13 @@ def audit_page(
             events = events.filter(Q(at__gt=at) | Q(at=at, pk__gt=pk)).order_by("at", "pk")
         else:
             events = events.filter(Q(at__lt=at) | Q(at=at, pk__lt=pk))
-    rows = list(events[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if backwards:
-        rows.reverse()
-    next_cursor = prev_cursor = None
-    if rows:
-        first, last = rows[0], rows[-1]
-        if more or backwards:
-            next_cursor = encode_cursor(last.at, last.pk)
-        if (backwards and more) or (not backwards and cursor is not None):
-            prev_cursor = encode_cursor(first.at, first.pk)
+    rows, next_cursor, prev_cursor = keyset_page(
+        list(events[: limit + 1]),
+        limit=limit,
+        backwards=backwards,
+        had_cursor=cursor is not None,
+        key=lambda event: (event.at, event.pk),
+    )
     return AuditPage(events=rows, next_cursor=next_cursor, prev_cursor=prev_cursor)
 
 

@@ -295,6 +295,25 @@ class HistoryPage:
     prev_cursor: str | None
 
 
+def keyset_page(
+    rows: list, *, limit: int, backwards: bool, had_cursor: bool, key: Any
+) -> tuple[list, str | None, str | None]:
+    """Trim a keyset page fetched with ``limit + 1`` rows (walking backwards: fetched in the
+    opposite order) to ``limit`` in display order, with the cursors of the pages around it.
+    ``key(row)`` is the (sort value, pk) pair a cursor holds."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    next_cursor = prev_cursor = None
+    if rows:
+        if more or backwards:
+            next_cursor = encode_cursor(*key(rows[-1]))
+        if (backwards and more) or (not backwards and had_cursor):
+            prev_cursor = encode_cursor(*key(rows[0]))
+    return rows, next_cursor, prev_cursor
+
+
 def encode_cursor(value: Any, pk: int) -> str:
     if isinstance(value, dt.datetime):
         value = value.isoformat()
@@ -394,18 +413,13 @@ def list_runs_for_user(
         .select_related("project", "user", "review__reviewer")
         .defer("config", "overrides", "commands", "error_message")
     }
-    rows = [by_id[pk] for pk in ids if pk in by_id]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if backwards:
-        rows.reverse()
-    next_cursor = prev_cursor = None
-    if rows:
-        first, last = rows[0], rows[-1]
-        if (more and not backwards) or backwards:
-            next_cursor = encode_cursor(getattr(last, field_name), last.pk)
-        if (backwards and more) or (not backwards and cursor is not None):
-            prev_cursor = encode_cursor(getattr(first, field_name), first.pk)
+    rows, next_cursor, prev_cursor = keyset_page(
+        [by_id[pk] for pk in ids if pk in by_id],
+        limit=limit,
+        backwards=backwards,
+        had_cursor=cursor is not None,
+        key=lambda run: (getattr(run, field_name), run.pk),
+    )
     return HistoryPage(runs=rows, next_cursor=next_cursor, prev_cursor=prev_cursor)
 
 
