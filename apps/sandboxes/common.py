@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .errors import InvalidSandboxConfig
+from .errors import (
+    FileTooLarge,
+    InvalidSandboxConfig,
+    PathOutsideWorkspace,
+    SandboxError,
+    SandboxFileError,
+    SandboxFileNotFound,
+)
 
 # Ownership labels (Docker labels, E2B metadata): app, sandbox id, owner, deadline, ...
 LABEL_PREFIX = "org.sandboxweb."
@@ -91,3 +98,31 @@ __all__ = [
     "check_env",
     "first_line",
 ]
+
+
+def file_script_error(
+    code: int, path: str, detail: str, *, sandbox_id: str, workspace: str, limit: int = 0
+) -> SandboxError | None:
+    """The typed error for an exit code of the in-sandbox file scripts (71-77, the same
+    scripts on every provider); None for any other code, which the provider explains."""
+    if code == 71:
+        return PathOutsideWorkspace(
+            f"{path} {detail or 'leaves the workspace'} (through a symlink), outside "
+            f"{workspace}; the sandbox file API only follows links inside it."
+        )
+    if code == 72:
+        return SandboxFileNotFound(f"{path} does not exist in sandbox {sandbox_id}.")
+    if code == 73:
+        return SandboxFileError(f"{path} is a directory; pass a file path.")
+    if code == 74:
+        return SandboxFileError(f"{path} is not a regular file (device, FIFO or socket).")
+    if code == 75:
+        return FileTooLarge(
+            f"{path} is {detail} bytes, more than the {limit} bytes allowed for read_file; "
+            "use read_file_to() to stream it."
+        )
+    if code == 76:
+        return SandboxFileError(f"A parent of {path} exists and is not a directory.")
+    if code == 77:
+        return SandboxFileError(f"{path} is a non-empty directory; pass recursive=True.")
+    return None

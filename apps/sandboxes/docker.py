@@ -43,6 +43,7 @@ from .common import (
     LABEL_PROVIDER,
     TIMEOUT_EXIT_CODE,
     build_argv,
+    file_script_error,
     first_line,
 )
 from .errors import (
@@ -54,7 +55,6 @@ from .errors import (
     SandboxError,
     SandboxExists,
     SandboxFileError,
-    SandboxFileNotFound,
     SandboxNotFound,
     SandboxStateError,
     SandboxTimeout,
@@ -718,26 +718,11 @@ class DockerSandbox(Sandbox):
 
     def _file_error(self, code: int, path: str, stderr: bytes, *, limit: int = 0) -> SandboxError:
         detail = stderr.decode("utf-8", "replace").strip()
-        if code == 71:
-            return PathOutsideWorkspace(
-                f"{path} {detail or 'leaves the workspace'} (through a symlink), outside "
-                f"{self.workspace}; the sandbox file API only follows links inside it."
-            )
-        if code == 72:
-            return SandboxFileNotFound(f"{path} does not exist in sandbox {self.id}.")
-        if code == 73:
-            return SandboxFileError(f"{path} is a directory; pass a file path.")
-        if code == 74:
-            return SandboxFileError(f"{path} is not a regular file (device, FIFO or socket).")
-        if code == 75:
-            return FileTooLarge(
-                f"{path} is {detail} bytes, more than the {limit} bytes allowed for read_file; "
-                "use read_file_to() to stream it."
-            )
-        if code == 76:
-            return SandboxFileError(f"A parent of {path} exists and is not a directory.")
-        if code == 77:
-            return SandboxFileError(f"{path} is a non-empty directory; pass recursive=True.")
+        known = file_script_error(
+            code, path, detail, sandbox_id=self.id, workspace=self.workspace, limit=limit
+        )
+        if known is not None:
+            return known
         if "No space left" in detail or "Disk quota" in detail:
             return DiskLimitExceeded(
                 f"The workspace of sandbox {self.id} is full (disk limit "

@@ -69,6 +69,7 @@ from .common import (
     TIMEOUT_EXIT_CODE,
     build_argv,
     check_env,
+    file_script_error,
     first_line,
 )
 from .errors import (
@@ -675,26 +676,11 @@ class E2BSandbox(Sandbox):
 
     def _file_error(self, code: int, path: str, stderr: str, *, limit: int = 0) -> SandboxError:
         detail = stderr.strip()
-        if code == 71:
-            return PathOutsideWorkspace(
-                f"{path} {detail or 'leaves the workspace'} (through a symlink), outside "
-                f"{self.workspace}; the sandbox file API only follows links inside it."
-            )
-        if code == 72:
-            return SandboxFileNotFound(f"{path} does not exist in sandbox {self.id}.")
-        if code == 73:
-            return SandboxFileError(f"{path} is a directory; pass a file path.")
-        if code == 74:
-            return SandboxFileError(f"{path} is not a regular file (device, FIFO or socket).")
-        if code == 75:
-            return FileTooLarge(
-                f"{path} is {detail} bytes, more than the {limit} bytes allowed for read_file; "
-                "use read_file_to() to stream it."
-            )
-        if code == 76:
-            return SandboxFileError(f"A parent of {path} exists and is not a directory.")
-        if code == 77:
-            return SandboxFileError(f"{path} is a non-empty directory; pass recursive=True.")
+        known = file_script_error(
+            code, path, detail, sandbox_id=self.id, workspace=self.workspace, limit=limit
+        )
+        if known is not None:
+            return known
         return SandboxFileError(f"File operation on {path} failed (exit {code}): {detail}")
 
     @contextlib.contextmanager
