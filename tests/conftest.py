@@ -25,6 +25,15 @@ from apps.sandboxes.engine import docker_status
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def generous_api_rate_limit(settings):
+    """Tests that are not about the API rate limits must never hit them: the counters live in
+    Redis for minutes, so bad-token requests of one test (in random order) would throttle the
+    next test's requests from the same address. Tests about the limits lower them again."""
+    settings.API_RATE_LIMIT_REQUESTS = 100_000
+    settings.API_AUTH_FAILURE_LIMIT_REQUESTS = 100_000
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
     deadline = time.monotonic() + 30

@@ -93,10 +93,3 @@ def as_bob(bob) -> ApiClient:
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def generous_rate_limit(settings):
-    """Tests that are not about the rate limit must never hit it (Redis persists counters)."""
-    settings.API_RATE_LIMIT_REQUESTS = 100_000
-    settings.API_AUTH_FAILURE_LIMIT_REQUESTS = 100_000
